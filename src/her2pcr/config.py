@@ -1,0 +1,175 @@
+"""Typed parameters: one pydantic model per params.yaml section, unknown keys rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+PROFILES_DIR = Path("conf/profiles")
+
+FaultName = Literal[
+    "truncated_file", "non_dicom_file", "non_mr_modality", "missing_post_contrast",
+    "mismatched_matrix", "duplicated_slices", "missing_timing", "box_outside_volume",
+    "manifest_without_images", "images_without_manifest", "missing_label", "nan_clinical_value",
+]
+ALL_FAULTS: tuple[str, ...] = FaultName.__args__  # type: ignore[attr-defined]
+
+
+class Strict(BaseModel):
+    """Base for every params model: unknown keys are an error, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Range = Annotated[tuple[float, float, float], Field(description="median, min, max")]
+
+
+class SiteProtocol(Strict):
+    """One institution's acquisition protocol (conf/sites.yaml)."""
+
+    manufacturer: str
+    model_name: str
+    layout: Literal["per_phase_description", "per_phase_trigger", "multiphase"]
+    folder_layout: Literal["nested", "flat"]
+    timing_tag: Literal["AcquisitionTime", "ContentTime", "TriggerTime"]
+    timing_present: float = Field(ge=0, le=1)
+    field_3t: float = Field(ge=0, le=1)
+    pixel_spacing_mm: Range
+    slice_thickness_mm: Range
+    repetition_time_ms: Range
+    echo_time_ms: Range
+    phase_encoding_steps: Range
+    percent_sampling: Range
+    flip_angle_deg: Range
+    bolus_volume_ml: Range
+    post_phases: dict[int, float]
+    phase_spacing_s: Range
+    first_post_centre_s: Range
+    contrast_agent: Literal["gadobutrol", "gadoterate"]
+    snr: Range
+    receive_bias_strength: float = Field(ge=0, le=1)
+    fat_suppression: bool
+    motion_mm: float = Field(ge=0)
+    gain: Range
+    regimen: dict[str, float]
+    pcr_logit_offset: float
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> SiteProtocol:
+        for name, value in self:
+            if isinstance(value, tuple) and len(value) == 3 and not value[1] <= value[0] <= value[2]:
+                raise ValueError(f"{name}: median {value[0]} not within [{value[1]}, {value[2]}]")
+        if min(self.post_phases) < 1:
+            raise ValueError("post_phases: at least one post-contrast phase")
+        return self
+
+
+class CohortSize(Strict):
+    n: int = Field(ge=0)
+    n_pcr: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _pcr_le_n(self) -> CohortSize:
+        if self.n_pcr > self.n:
+            raise ValueError(f"n_pcr ({self.n_pcr}) > n ({self.n})")
+        return self
+
+
+class TruthModel(Strict):
+    """Hidden truth: logit P(pCR) = b_site + b_hr [ER- and PR-] + b_img z + b_age (age-50)/10."""
+
+    b_hr: float
+    b_img: float
+    b_age: float
+    # Correlation of each phenotype's latent with z (simulator.md: spatial
+    # patterns carry most of the signal, whole-tumour averages little).
+    rho_spiculation: float = Field(ge=-1, le=1)
+    rho_peritumoural: float = Field(ge=-1, le=1)
+    rho_heterogeneity: float = Field(ge=-1, le=1)
+    rho_ktrans: float = Field(ge=-1, le=1)
+    rho_washout: float = Field(ge=-1, le=1)
+
+
+class SimulateParams(Strict):
+    seed: int
+    out_dir: Path
+    sites_file: Path
+    matrix: int = Field(ge=32, le=1024)
+    slices: int = Field(ge=8, le=512)
+    noise: bool = True
+    workers: int = Field(ge=1)
+    cohorts: dict[str, CohortSize]
+    truth: TruthModel
+    faults: list[FaultName] = []
+
+
+class Params(Strict):
+    """The whole params.yaml; each stage reads only its own section."""
+
+    simulate: SimulateParams
+
+
+SectionT = TypeVar("SectionT", bound=Strict)
+
+
+def read_yaml(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_params(path: Path = PARAMS_FILE) -> Params:
+    """Validate the whole file (so a typo in any section fails every stage loudly)."""
+    return Params.model_validate(read_yaml(path))
+
+
+def load_sites(path: Path) -> dict[str, SiteProtocol]:
+    return {name: SiteProtocol.model_validate(spec) for name, spec in read_yaml(path).items()}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Recursively merge ``override`` into a copy of ``base`` (override wins; lists replace)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_profile(profile: str, params_path: Path = PARAMS_FILE, profiles_dir: Path = PROFILES_DIR) -> None:
+    """Merge ``conf/profiles/<profile>.yaml`` into params.yaml in place, keeping its comments.
+
+    The committed params.yaml is the ``default`` profile; the merged result is
+    validated before anything is written.
+    """
+    if profile == "default":
+        return
+    override_path = profiles_dir / f"{profile}.yaml"
+    if not override_path.exists():
+        known = ["default", *sorted(p.stem for p in profiles_dir.glob("*.yaml"))]
+        raise FileNotFoundError(f"unknown profile {profile!r}; known: {', '.join(known)}")
+    Params.model_validate(deep_merge(read_yaml(params_path), read_yaml(override_path)))
+    # ruamel round-trips comments and layout, so params.yaml stays readable.
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    document = rt.load(params_path.read_text(encoding="utf-8"))
+    _merge_in_place(document, rt.load(override_path.read_text(encoding="utf-8")))
+    with open(params_path, "w", encoding="utf-8") as handle:
+        rt.dump(document, handle)
+
+
+def _merge_in_place(base, override) -> None:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge_in_place(base[key], value)
+        else:
+            base[key] = value
