@@ -241,7 +241,9 @@ def _phase_template(base: Dataset, exam: ExamImages, p: int, seed: int) -> Datas
         ds.TemporalPositionIdentifier = p + 1
         ds.NumberOfTemporalPositions = n
         if timed and n > 1:
-            steps = np.diff(np.asarray(acq.phase_times_s[:n], float))
+            # Time per temporal position: the post-phase spacing (the pre-to-first gap holds the injection).
+            times = np.asarray(acq.phase_times_s[:n], float)
+            steps = np.diff(times[1:] if n > 2 else times)
             ds.TemporalResolution = _ds(round(float(np.median(steps)) * 1000.0, 3))
     if p > 0:  # the Contrast/Bolus module belongs to post-contrast images only
         ds.ContrastBolusAgent = acq.contrast_agent
@@ -258,6 +260,12 @@ def _series_dir(root: Path, exam: ExamImages, ds: Dataset) -> Path:
         return patient_dir
     study = f"st{ds.StudyInstanceUID.replace('.', '')[-8:]}"
     return patient_dir / study / f"{ds.SeriesNumber}_{_slug(ds.SeriesDescription)}"
+
+
+# Elements that differ between the slices of one phase, in tag order.
+_SLICE_TAGS = (0x00080018, 0x00200013, 0x00200032, 0x00201041, 0x7FE00010)
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
 class _PhaseEncoder:
@@ -301,19 +309,13 @@ class _PhaseEncoder:
             _element(0x00201041, b"DS", location.encode("ascii")),
             _element(0x7FE00010, b"OW", b"", length=pixels.nbytes),
         ]
-        runs = self._runs
         parts = [_PREAMBLE, _element(0x00020000, b"UL", len(meta).to_bytes(4, "little")), meta]
-        for run, elem in zip(runs, own, strict=False):
+        for run, elem in zip(self._runs[:-1], own, strict=True):
             parts += (run, elem)
         with open(path, "wb") as f:
             f.write(b"".join(parts))
-            f.write(memoryview(pixels).cast("B"))
-            f.write(runs[-1])  # elements after Pixel Data: none, kept for completeness
-
-
-_SLICE_TAGS = (0x00080018, 0x00200013, 0x00200032, 0x00201041, 0x7FE00010)
-_PREAMBLE = b"\x00" * 128 + b"DICM"
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+            f.write(memoryview(pixels).cast("B"))  # Pixel Data value, without a copy
+            f.write(self._runs[-1])  # elements after Pixel Data (none today)
 
 
 def _element(tag: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:

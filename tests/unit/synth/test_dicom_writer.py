@@ -279,7 +279,8 @@ def test_identity_series_and_timing_headers(written) -> None:
         if phase > 0:
             assert ds.ContrastBolusStartTime == dicom_time(acq.study_time_s - t0)
         if acq.layout == "multiphase":
-            assert float(ds.TemporalResolution) == pytest.approx(np.median(np.diff(acq.phase_times_s)) * 1000)
+            post_spacing = np.median(np.diff(acq.phase_times_s[1:]))
+            assert float(ds.TemporalResolution) == pytest.approx(post_spacing * 1000)
 
     n = len(exam.phases)
     assert len(sop_uids) == len(paths)
@@ -324,6 +325,22 @@ def test_same_seed_gives_identical_bytes_and_other_seed_other_uids(tmp_path: Pat
     uid_a = pydicom.dcmread(a[0], stop_before_pixels=True).StudyInstanceUID
     uid_c = pydicom.dcmread(c[0], stop_before_pixels=True).StudyInstanceUID
     assert uid_a != uid_c
+
+
+def test_non_ascii_name_declares_utf8(tmp_path: Path) -> None:
+    exam = make_exam("per_phase_trigger", "TriggerTime", "flat")
+    exam = replace(exam, identity=replace(exam.identity, patient_name="MÜLLER^JÖRGINE"))
+    paths = write_exam(exam, tmp_path, SEED)
+    raw = paths[0].read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert str(ds.PatientName) == "MÜLLER^JÖRGINE"
+    again = io.BytesIO()
+    ds.save_as(again, enforce_file_format=True)
+    assert again.getvalue() == raw
+    if shutil.which("dciodvfy"):
+        out = subprocess.run(["dciodvfy", str(paths[0])], capture_output=True, text=True, check=False)
+        assert not [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 def test_rejects_unknown_layout_and_mismatched_phases(tmp_path: Path) -> None:
