@@ -118,6 +118,8 @@ def _validate(exam: ExamImages) -> None:
     if acq.timing_tag is not None and len(acq.phase_times_s) < len(exam.phases):
         raise ValueError("phase_times_s shorter than phases")
     for p, vol in enumerate(exam.phases):
+        if vol.dtype != np.uint16:  # a silent cast would wrap or truncate intensities
+            raise ValueError(f"phase {p} dtype {vol.dtype} is not uint16")
         if vol.ndim != 3 or vol.shape != exam.phases[0].shape:
             raise ValueError(f"phase {p} shape {vol.shape} differs from {exam.phases[0].shape} or is not 3-D")
 
@@ -330,11 +332,11 @@ def _element(tag: int, vr: bytes, value: bytes, length: int | None = None) -> by
     return head + value
 
 
-def _encode(elements: list[DataElement], encodings: object) -> bytes:
+def _encode(elements: list[DataElement], encodings: str | list[str] | None) -> bytes:
     fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, False
     for elem in elements:
-        write_data_element(fp, elem, encodings)  # type: ignore[arg-type]
+        write_data_element(fp, elem, encodings)
     return fp.getvalue()
 
 

@@ -52,6 +52,7 @@ class Acquisition:
     timing_tag: str | None  # AcquisitionTime | TriggerTime | ContentTime | None (missing)
     study_date: str  # YYYYMMDD (fake, deterministic)
     study_time_s: float  # seconds after midnight at which the pre-contrast phase starts
+    phase_duration_s: float = 0.0  # acquisition time of one phase; the image averages over it
 
 
 @dataclass

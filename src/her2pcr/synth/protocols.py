@@ -48,6 +48,14 @@ def phase_times(rng: np.random.Generator, site: SiteProtocol, n_post: int) -> tu
     return (-max(spacing, 60.0), *posts)
 
 
+def phase_duration(times: tuple[float, ...]) -> float:
+    """Acquisition time of one phase: dynamics run back to back, so one phase lasts the spacing
+    between phases (Table 4: post-contrast scan time / number of phases ~ the spacing)."""
+    if len(times) < 3:
+        return 60.0
+    return float(max(times[2] - times[1], 30.0))
+
+
 def draw_acquisition(
     rng: np.random.Generator, site_name: str, site: SiteProtocol, *,
     matrix: int, slices: int, field_3t: bool, timing_present: bool, study_date: str,
@@ -66,6 +74,7 @@ def draw_acquisition(
         round(-half_fov + rng.uniform(-30, 10), 3),
         round(-thickness * slices / 2 + rng.uniform(-15, 15), 3),
     )
+    times = tuple(round(t, 2) for t in phase_times(rng, site, n_post))
     return Acquisition(
         site=site_name,
         manufacturer=site.manufacturer,
@@ -81,7 +90,7 @@ def draw_acquisition(
         bolus_volume_ml=round(pert(rng, *site.bolus_volume_ml), 1),
         contrast_agent=site.contrast_agent,
         n_post=n_post,
-        phase_times_s=tuple(round(t, 2) for t in phase_times(rng, site, n_post)),
+        phase_times_s=times,
         matrix=matrix,
         slices=slices,
         origin_mm=origin,
@@ -91,4 +100,5 @@ def draw_acquisition(
         timing_tag=site.timing_tag if timing_present else None,
         study_date=study_date,
         study_time_s=float(rng.integers(7 * 3600, 18 * 3600)),
+        phase_duration_s=phase_duration(times),
     )

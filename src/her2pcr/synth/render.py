@@ -35,6 +35,7 @@ class RenderedExam:
     signal: np.ndarray  # float32 (phase, slices, rows, columns) before noise and quantisation
     bias: np.ndarray  # receive bias field used for every phase
     concentration_tumour_mean: np.ndarray  # mean tumour concentration per phase (mM)
+    arrival_s: float  # bolus arrival at the breast used for this exam (s after injection)
 
 
 def parameter_maps(
@@ -105,7 +106,8 @@ def render_exam(
     maps, _ = parameter_maps(rng, anatomy, phenotype)
     tumour_mean = np.zeros(len(times), np.float32)
     for name, (mask, ktrans, ve, vp) in maps.items():
-        ct = extended_tofts(ktrans, ve, vp, times, arrival_s=arrival + tissue_delay(name), dose_scale=dose)
+        ct = extended_tofts(ktrans, ve, vp, times, arrival_s=arrival + tissue_delay(name), dose_scale=dose,
+                            window_s=acq.phase_duration_s)
         conc[:, mask] = ct.T.astype(np.float32)
         if name == "tumour":
             tumour_mean = ct.mean(axis=0).astype(np.float32)
@@ -131,4 +133,4 @@ def render_exam(
     for p in range(len(times)):
         noisy = rician(rng, signal[p], sigma) if noise else signal[p]
         phases.append(np.clip(np.rint(noisy * scale), 0, MAX_STORED).astype(np.uint16))
-    return RenderedExam(phases, signal, bias, tumour_mean)
+    return RenderedExam(phases, signal, bias, tumour_mean, arrival)

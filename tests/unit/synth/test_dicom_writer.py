@@ -350,3 +350,6 @@ def test_rejects_unknown_layout_and_mismatched_phases(tmp_path: Path) -> None:
     bad = replace(exam, phases=[*exam.phases[:-1], exam.phases[-1][:, :16]])
     with pytest.raises(ValueError, match="shape"):
         write_exam(bad, tmp_path / "bad", SEED)
+    floats = replace(exam, phases=[v.astype(np.float32) for v in exam.phases])
+    with pytest.raises(ValueError, match="uint16"):
+        write_exam(floats, tmp_path / "float", SEED)

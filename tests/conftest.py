@@ -1,0 +1,39 @@
+"""Shared fixtures: small simulated cohorts written once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from her2pcr.config import Params, SimulateParams, deep_merge, read_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def profile_simulate_params(profile: str, out_dir: Path, **updates) -> SimulateParams:
+    """The simulate section of a profile, writing to ``out_dir``."""
+    merged = read_yaml(REPO / "params.yaml")
+    if profile != "default":
+        merged = deep_merge(merged, read_yaml(REPO / "conf" / "profiles" / f"{profile}.yaml"))
+    params = Params.model_validate(merged).simulate
+    return params.model_copy(update={"out_dir": out_dir, "sites_file": REPO / params.sites_file,
+                                     **updates})
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    from her2pcr.synth.cohort import simulate_cohorts
+
+    out = tmp_path_factory.mktemp("tiny") / "synthetic"
+    simulate_cohorts(profile_simulate_params("tiny", out), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def fault_cohort(tmp_path_factory) -> Path:
+    from her2pcr.synth.cohort import simulate_cohorts
+
+    out = tmp_path_factory.mktemp("faults") / "faults"
+    simulate_cohorts(profile_simulate_params("faults", out), out, progress=False)
+    return out
