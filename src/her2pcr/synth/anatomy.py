@@ -85,7 +85,7 @@ def build_anatomy(
     interior = breast & (radius <= 1.0 - skin_mm / breast_scale)
 
     # Fibroglandular tissue: a smooth random field, denser centrally, thresholded to the density fraction.
-    fgt_field = smooth_field(rng, shape, coarse=10) + 1.5 * (1 - radius)
+    fgt_field = smooth_field(rng, shape, coarse=28) + 1.5 * (1 - radius)
     threshold = np.quantile(fgt_field[interior], 1 - fgt_density) if interior.any() else np.inf
     labels[interior & (fgt_field > threshold)] = LABEL["fibroglandular"]
 
@@ -95,7 +95,7 @@ def build_anatomy(
     semi = np.array([0.5, 0.42, 0.36]) * drawn_diameter * rng.uniform(0.85, 1.15, 3)
     semi[0] = min(semi[0], 0.42 * slab)  # z semi-axis: keep the tumour inside the slab
     rng.shuffle(semi[1:])
-    centre = _tumour_centre(rng, radius, interior, fgt_field, (z, y, x), semi, breast_scale)
+    centre = _tumour_centre(rng, radius, interior, fgt_field, (z, y, x), semi, breast_scale, chest_y)
     dz, dy, dx = z - centre[0], y - centre[1], x - centre[2]
     dist = np.sqrt(dz * dz + dy * dy + dx * dx) + 1e-6
     rho = np.sqrt((dz / semi[0]) ** 2 + (dy / semi[1]) ** 2 + (dx / semi[2]) ** 2)
@@ -128,11 +128,11 @@ def build_anatomy(
     return Anatomy(labels, peri_weight, tumour_het, tuple(float(c) for c in centroid), drawn_diameter)
 
 
-def _tumour_centre(rng, radius, interior, fgt_field, coords, semi, breast_scale) -> np.ndarray:
+def _tumour_centre(rng, radius, interior, fgt_field, coords, semi, breast_scale, chest_y) -> np.ndarray:
     """Centre (mm) inside fibroglandular tissue, deep enough for the tumour to fit the breast."""
     margin = float(np.max(semi[1:])) / breast_scale + 0.08
-    candidates = interior & (radius < max(1.0 - margin, 0.15))
     z, y, x = coords
+    candidates = interior & (radius < max(1.0 - margin, 0.15)) & (y < chest_y - float(np.max(semi[1:])) - 2.0)
     # keep the centre away from the slab ends by its z semi-axis
     candidates &= np.abs(np.broadcast_to(z, radius.shape)) <= max(float(np.max(np.abs(z))) - semi[0], 0.0)
     if not candidates.any():

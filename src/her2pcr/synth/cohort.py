@@ -76,9 +76,13 @@ def plan_site(params: SimulateParams, site_name: str, site: SiteProtocol, site_i
     ]
 
 
-def box_from_labels(labels: np.ndarray, rng: np.random.Generator, spacing: tuple[float, float, float]) -> dict:
+def box_from_labels(labels: np.ndarray, rng: np.random.Generator, spacing: tuple[float, float, float],
+                    centroid: tuple[float, float, float]) -> dict:
     """A radiologist-like box: the tumour's rectangle on its largest slice of the subtraction image,
-    spanning every slice with enhancing tumour, each edge moved by up to 3 mm of jitter."""
+    spanning every slice with enhancing tumour, each edge moved by up to 3 mm of jitter.
+
+    Jitter never moves an edge past the tumour centre: an annotator's box always holds it.
+    """
     tumour = labels == LABEL["tumour"]
     area = tumour.sum(axis=(1, 2))
     largest = int(np.argmax(area))
@@ -86,14 +90,14 @@ def box_from_labels(labels: np.ndarray, rng: np.random.Generator, spacing: tuple
     cols = np.flatnonzero(tumour[largest].any(axis=0))
     slices = np.flatnonzero(area)
     box = {}
-    for name, (lo, hi), step, limit in (
-        ("row", (rows[0], rows[-1]), spacing[1], labels.shape[1]),
-        ("column", (cols[0], cols[-1]), spacing[2], labels.shape[2]),
-        ("slice", (slices[0], slices[-1]), spacing[0], labels.shape[0]),
+    for name, (lo, hi), step, limit, centre in (
+        ("row", (rows[0], rows[-1]), spacing[1], labels.shape[1], centroid[1]),
+        ("column", (cols[0], cols[-1]), spacing[2], labels.shape[2], centroid[2]),
+        ("slice", (slices[0], slices[-1]), spacing[0], labels.shape[0], centroid[0]),
     ):
         jitter = np.rint(rng.uniform(-BOX_JITTER_MM, BOX_JITTER_MM, 2) / step).astype(int)
-        start = int(np.clip(lo - jitter[0], 0, limit - 1))
-        end = int(np.clip(hi + jitter[1], start, limit - 1))
+        start = int(np.clip(lo - jitter[0], 0, np.floor(centre)))
+        end = int(np.clip(hi + jitter[1], np.ceil(centre), limit - 1))
         box[f"{name}_start"], box[f"{name}_end"] = start + BOX_INDEX_BASE, end + BOX_INDEX_BASE
     return box
 
@@ -115,7 +119,7 @@ def render_task(task: ExamTask) -> tuple[ExamImages, dict, dict]:
         snr=pert(rng, *site.snr), gain=pert(rng, *site.gain), fat_suppression=site.fat_suppression,
         motion_mm=site.motion_mm, noise=task.noise,
     )
-    box = {"patient_id": task.patient_id, **box_from_labels(anatomy.labels, rng, spacing)}
+    box = {"patient_id": task.patient_id, **box_from_labels(anatomy.labels, rng, spacing, anatomy.centroid_vox)}
     names = ["pre"] + [f"post{k}" for k in range(1, acq.n_post + 1)]
     exam = ExamImages(identity, acq, rendered.phases, names)
     truth = {

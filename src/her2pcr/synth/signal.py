@@ -52,17 +52,19 @@ def relaxation_rates(
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], coarse: int = 4) -> np.ndarray:
-    """Zero-mean, unit-variance smooth random field: coarse noise upsampled by cubic zoom.
+    """Zero-mean, unit-variance smooth random field.
 
-    Upsampling a (coarse)^d grid is orders of magnitude cheaper than Gaussian
-    filtering a full-resolution volume, and smooth enough for bias fields.
+    Random weights on a coarse grid of Gaussian bumps, synthesised separably
+    (one small matrix product per axis). Hand-written rather than
+    scipy.ndimage.zoom: the spline zoom of a full volume cost ~0.2 s per field,
+    which dominated the simulator's run time; this costs a few milliseconds.
     """
-    from scipy.ndimage import zoom
-
-    small = rng.standard_normal(tuple(min(coarse, s) for s in shape))
-    field = zoom(small, [s / c for s, c in zip(shape, small.shape, strict=True)], order=3, mode="nearest",
-                 grid_mode=True)
-    field = field[tuple(slice(0, s) for s in shape)]
+    nodes = tuple(min(coarse, s) for s in shape)
+    field = rng.standard_normal(nodes)
+    for axis, (n, c) in enumerate(zip(shape, nodes, strict=True)):
+        position = np.linspace(0.0, c - 1.0, n)[:, None]
+        basis = np.exp(-0.5 * (position - np.arange(c)[None, :]) ** 2)  # bump width = node spacing
+        field = np.moveaxis(np.tensordot(basis, np.moveaxis(field, axis, 0), axes=(1, 0)), 0, axis)
     field -= field.mean()
     std = field.std()
     return (field / std if std > 0 else field).astype(np.float32)
