@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -157,7 +157,7 @@ def clinical_row(task: ExamTask) -> dict:
 
 def simulate_cohorts(params: SimulateParams, out_dir: Path, progress: bool = True) -> dict[str, int]:
     """Write the whole raw source: DICOM tree, clinical.csv, boxes.csv, truth.csv, faults.csv."""
-    from her2pcr.synth.faults import apply_manifest_faults, apply_file_faults, plan_faults
+    from her2pcr.synth.faults import apply_file_faults, apply_manifest_faults, plan_faults
 
     sites = load_sites(params.sites_file)
     unknown = set(params.cohorts) - set(sites)

@@ -12,7 +12,13 @@ from her2pcr.synth.exam import Acquisition
 from her2pcr.synth.kinetics import DEFAULT_ARRIVAL_S, extended_tofts
 from her2pcr.synth.patients import Phenotype
 from her2pcr.synth.signal import (
-    NATIVE_T1_MS, PROTON_DENSITY, field_key, receive_bias, relaxation_rates, rician, spgr_signal,
+    NATIVE_T1_MS,
+    PROTON_DENSITY,
+    field_key,
+    receive_bias,
+    relaxation_rates,
+    rician,
+    spgr_signal,
     transmit_flip_scale,
 )
 
@@ -44,7 +50,6 @@ def parameter_maps(
     """Per-tissue (mask, Ktrans, ve, vp) with voxel-wise variation; returns maps and the BPE Ktrans."""
     labels = anatomy.labels
     maps = {}
-    shape = labels.shape
     bpe_ktrans = float(rng.uniform(0.005, 0.035))
     bpe_vp = float(rng.uniform(0.01, 0.05))
     kinetics = dict(TISSUE_KINETICS, fibroglandular=(bpe_ktrans, 0.30, bpe_vp, 4.0))

@@ -1,0 +1,67 @@
+"""`dvc repro` end to end on the tiny profile, in a fresh clone-like copy of the repository."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def run(cmd, cwd, **kwargs):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, f"{cmd}: {result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Tracked files of this checkout (as they are now) in a new git repository."""
+    root = tmp_path_factory.mktemp("clone") / "her2pcr"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    run(["git", "init", "-q"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", "--allow-empty"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "snapshot"], root)
+    run(["her2pcr", "profile", "tiny"], root)
+    return root
+
+
+def test_dvc_repro_builds_the_tiny_cohort_then_has_nothing_to_do(workspace):
+    run(["dvc", "repro"], workspace)
+    out = workspace / "data" / "raw" / "synthetic"
+    clinical = pd.read_csv(out / "clinical.csv")
+    assert len(clinical) == 12
+    assert len(list((out / "dicom").rglob("*.dcm"))) > 100
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())
+    assert "simulate" in lock["stages"]
+    second = run(["dvc", "repro"], workspace)
+    assert "didn't change, skipping" in second or "Data and pipelines are up to date" in second
+    assert "Running stage" not in second
+    assert "up to date" in run(["dvc", "status"], workspace)
+
+
+def test_dvc_push_to_the_default_local_remote(workspace):
+    run(["dvc", "repro"], workspace)
+    run(["dvc", "push"], workspace)
+    assert any((workspace / "dvc-remote").rglob("*"))
+
+
+def test_changing_a_simulate_param_reruns_the_stage(workspace):
+    run(["dvc", "repro"], workspace)
+    params = workspace / "params.yaml"
+    params.write_text(params.read_text().replace("seed: 20240417", "seed: 7"))
+    assert "Running stage 'simulate'" in run(["dvc", "repro"], workspace)

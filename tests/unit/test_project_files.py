@@ -1,0 +1,30 @@
+"""MLproject and dvc.yaml stay consistent with the CLI and params."""
+
+import re
+
+import yaml
+from typer.main import get_command
+
+from her2pcr.cli import app
+from her2pcr.config import load_params
+from tests.conftest import REPO
+
+
+def test_every_mlproject_parameter_reaches_its_command():
+    project = yaml.safe_load((REPO / "MLproject").read_text())
+    commands = set(get_command(app).commands)
+    for name, entry in project["entry_points"].items():
+        command = entry["command"]
+        assert command.split()[:2] == ["her2pcr", name]
+        assert name in commands
+        assert set(re.findall(r"{(\w+)}", command)) == set(entry.get("parameters", {}))
+
+
+def test_every_dvc_stage_is_a_cli_command_reading_a_params_section():
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    commands = set(get_command(app).commands)
+    sections = set(load_params(REPO / "params.yaml").model_fields_set)
+    for name, stage in stages.items():
+        assert stage["cmd"].split()[:2] == ["her2pcr", name]
+        assert name in commands
+        assert set(stage["params"]) <= sections
