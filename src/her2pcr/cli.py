@@ -49,5 +49,18 @@ def simulate(
     )
 
 
+@app.command()
+def ingest(
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Discover, order, de-identify and validate exams; write interim exams, tables and the quarantine."""
+    from her2pcr.ingest.stage import ingest as run_ingest
+
+    params = config.load_params(params_file)
+    report = run_ingest(params.ingest, params.cohorts, progress=progress)
+    typer.echo(report.summary())
+
+
 if __name__ == "__main__":
     app()

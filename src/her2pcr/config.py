@@ -107,10 +107,69 @@ class SimulateParams(Strict):
     faults: list[FaultName] = []
 
 
+CLINICAL_FIELDS = ("patient_id", "age", "er", "pr", "stage", "lymph_node", "longest_diameter_mm", "regimen",
+                   "pcr", "institution")
+BOX_FIELDS = ("patient_id", "row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end")
+
+
+class IngestParams(Strict):
+    """Where the raw source is and how its manifests name things (so public collections load unchanged)."""
+
+    source_dir: Path
+    dicom_subdir: str
+    clinical_file: str
+    boxes_file: str
+    patient_id_tag: str
+    box_index_base: Literal[0, 1]
+    # canonical name -> column name in the source spreadsheet
+    clinical_columns: dict[str, str]
+    box_columns: dict[str, str]
+    positive_values: list[str]  # spellings of a positive receptor / node status
+    age_range: tuple[float, float]
+    diameter_range_mm: tuple[float, float]
+    out_dir: Path
+    reports_dir: Path
+    workers: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _all_columns_mapped(self) -> IngestParams:
+        for name, fields, mapping in (("clinical_columns", CLINICAL_FIELDS, self.clinical_columns),
+                                      ("box_columns", BOX_FIELDS, self.box_columns)):
+            missing = set(fields) - set(mapping)
+            extra = set(mapping) - set(fields)
+            if missing or extra:
+                raise ValueError(f"{name}: missing {sorted(missing)}, unknown {sorted(extra)}")
+        return self
+
+
+class InternalSplit(Strict):
+    institutions: list[str]
+    train: str
+    validation: str
+    validation_size: int = Field(ge=1)
+
+
+class CohortsParams(Strict):
+    """D1/D2: a stratified split of institution 1; external cohorts by institution."""
+
+    split_seed: int
+    internal: InternalSplit
+    external: dict[str, list[str]]
+
+    @model_validator(mode="after")
+    def _institutions_once(self) -> CohortsParams:
+        seen = list(self.internal.institutions) + [i for v in self.external.values() for i in v]
+        if len(seen) != len(set(seen)):
+            raise ValueError("an institution is assigned to two cohorts")
+        return self
+
+
 class Params(Strict):
-    """The whole params.yaml; each stage reads only its own section."""
+    """The whole params.yaml; each stage reads only its own sections."""
 
     simulate: SimulateParams
+    ingest: IngestParams
+    cohorts: CohortsParams
 
 
 SectionT = TypeVar("SectionT", bound=Strict)

@@ -1,0 +1,1 @@
+"""Ingest: raw DICOM exams and manifests -> de-identified interim exams, tables and a quarantine."""

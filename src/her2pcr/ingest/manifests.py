@@ -1,0 +1,107 @@
+"""Read the clinical and box manifests through the column mapping of params, and check each row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from her2pcr.config import IngestParams
+
+REQUIRED_CLINICAL = ("age", "er", "pr", "stage", "lymph_node", "longest_diameter_mm", "regimen", "pcr", "institution")
+BOX_AXES = ("row", "column", "slice")
+
+
+@dataclass(frozen=True)
+class Manifests:
+    clinical: pd.DataFrame  # canonical columns, indexed by patient_id
+    boxes: pd.DataFrame  # 0-based inclusive box, indexed by patient_id
+    problems: dict[str, list[str]]  # patient_id -> reasons the rows cannot be used
+
+
+def read_table(path, mapping: dict[str, str], what: str) -> pd.DataFrame:
+    """Read a CSV (or Excel) manifest and rename its columns to the canonical names."""
+    frame = pd.read_excel(path) if str(path).endswith((".xlsx", ".xls")) else pd.read_csv(path, dtype=str)
+    missing = [source for source in mapping.values() if source not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: {what} columns {missing} not found (mapped in params ingest.{what}_columns)")
+    frame = frame[list(mapping.values())].rename(columns={v: k for k, v in mapping.items()})
+    frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
+    return frame
+
+
+def normalise_clinical(frame: pd.DataFrame, params: IngestParams) -> pd.DataFrame:
+    positive = {v.lower() for v in params.positive_values}
+    out = frame.copy()
+    for column in ("er", "pr", "lymph_node"):
+        values = out[column].str.strip().str.lower()
+        out[column] = np.where(values.isna(), None, np.where(values.isin(positive), "positive", "negative"))
+    out["age"] = pd.to_numeric(out["age"], errors="coerce")
+    out["longest_diameter_mm"] = pd.to_numeric(out["longest_diameter_mm"], errors="coerce")
+    out["pcr"] = pd.to_numeric(out["pcr"], errors="coerce").astype("Int64")
+    for column in ("stage", "regimen", "institution"):
+        out[column] = out[column].str.strip()
+    return out
+
+
+def row_problems(clinical: pd.DataFrame, boxes: pd.DataFrame) -> dict[str, list[str]]:
+    """Reasons, per patient, that a manifest row cannot be used (each names the column)."""
+    problems: dict[str, list[str]] = {}
+
+    def add(pid, reason):
+        problems.setdefault(pid, []).append(reason)
+
+    for pid, count in clinical.patient_id.value_counts().items():
+        if count > 1:
+            add(pid, f"clinical manifest: {count} rows for this patient")
+    for pid, count in boxes.patient_id.value_counts().items():
+        if count > 1:
+            add(pid, f"box manifest: {count} rows for this patient")
+    for row in clinical.itertuples(index=False):
+        if pd.isna(row.pcr):
+            add(row.patient_id, "clinical manifest: pcr label is missing")
+        elif row.pcr not in (0, 1):
+            add(row.patient_id, f"clinical manifest: pcr label {row.pcr} is not 0 or 1")
+        for column in REQUIRED_CLINICAL:
+            if column != "pcr" and pd.isna(getattr(row, column)):
+                add(row.patient_id, f"clinical manifest: {column} is missing or not a number")
+    for pid in set(clinical.patient_id) - set(boxes.patient_id):
+        add(pid, "box manifest: no tumour box for this patient")
+    for pid in set(boxes.patient_id) - set(clinical.patient_id):
+        add(pid, "clinical manifest: no clinical row for this patient")
+    return problems
+
+
+def to_zero_based_boxes(boxes: pd.DataFrame, base: int) -> pd.DataFrame:
+    out = boxes.copy()
+    for axis in BOX_AXES:
+        for end in ("start", "end"):
+            out[f"{axis}_{end}"] = pd.to_numeric(out[f"{axis}_{end}"], errors="coerce") - base
+    return out
+
+
+def box_problem(box: pd.Series, shape: tuple[int, int, int]) -> str | None:
+    """Why a 0-based inclusive box does not fit a (slices, rows, columns) volume, or None."""
+    limits = {"slice": shape[0], "row": shape[1], "column": shape[2]}
+    for axis in BOX_AXES:
+        start, end = box[f"{axis}_start"], box[f"{axis}_end"]
+        if pd.isna(start) or pd.isna(end):
+            return f"box manifest: {axis} start/end missing"
+        if start > end:
+            return f"box manifest: {axis} start {int(start)} > end {int(end)}"
+        if start < 0 or end >= limits[axis]:
+            return (f"box outside the volume: {axis}s {int(start)}-{int(end)} (0-based) "
+                    f"exceed the image's {limits[axis]} {axis}s")
+    return None
+
+
+def read_manifests(params: IngestParams) -> Manifests:
+    source = params.source_dir
+    clinical = normalise_clinical(read_table(source / params.clinical_file, params.clinical_columns, "clinical"),
+                                  params)
+    boxes = to_zero_based_boxes(read_table(source / params.boxes_file, params.box_columns, "box"),
+                                params.box_index_base)
+    problems = row_problems(clinical, boxes)
+    return Manifests(clinical.drop_duplicates("patient_id").set_index("patient_id"),
+                     boxes.drop_duplicates("patient_id").set_index("patient_id"), problems)

@@ -1,0 +1,139 @@
+"""The ingest stage: discover DICOM, load and de-identify exams, validate tables, quarantine what fails."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from her2pcr.config import CohortsParams, IngestParams
+from her2pcr.dicom.discover import discover
+from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
+from her2pcr.ingest.cohorts import assign_cohorts
+from her2pcr.ingest.manifests import box_problem, read_manifests
+from her2pcr.quality.expectations import (
+    acquisition_expectations,
+    box_expectations,
+    clinical_expectations,
+    cohort_expectations,
+    run_suites,
+)
+
+log = logging.getLogger(__name__)
+QUARANTINE_COLUMNS = ["patient_id", "file", "action", "reason"]
+
+
+@dataclass
+class IngestReport:
+    discovered: set[str] = field(default_factory=set)
+    ingested: set[str] = field(default_factory=set)
+    quarantine: list[dict] = field(default_factory=list)
+
+    def exclude(self, pid: str, reason: str, file: str = "") -> None:
+        self.quarantine.append({"patient_id": pid, "file": file, "action": "excluded", "reason": reason})
+
+    def note(self, pid: str | None, action: str, reason: str, file: str = "") -> None:
+        self.quarantine.append({"patient_id": pid or "", "file": file, "action": action, "reason": reason})
+
+    @property
+    def excluded(self) -> set[str]:
+        return {q["patient_id"] for q in self.quarantine if q["action"] == "excluded"}
+
+    def summary(self) -> str:
+        files = sum(q["action"] == "file_skipped" for q in self.quarantine)
+        return (f"ingest: discovered {len(self.discovered)} patients = {len(self.ingested)} ingested + "
+                f"{len(self.excluded)} quarantined; {files} files skipped")
+
+
+def save_exam(exam: LoadedExam, path: Path) -> None:
+    """Interim exam: no identifying value is stored, only the pseudonymous id in the file name."""
+    times = np.array([np.nan if t is None else t for t in exam.phase_times_s], dtype=np.float64)
+    np.savez_compressed(
+        path, image=exam.image, spacing_mm=np.asarray(exam.spacing_mm, np.float64),
+        origin_mm=np.asarray(exam.origin_mm, np.float64), direction=np.asarray(exam.direction, np.float64),
+        phase_times_s=times, phase_names=np.array(["pre"] + [f"post{k}" for k in range(1, exam.image.shape[0])]),
+        order_rule=np.array(exam.order_rule), resampled_phases=np.asarray(exam.resampled_phases, np.int64),
+    )
+
+
+def _load(args) -> tuple[str, LoadedExam | None, str | None]:
+    pid, headers = args
+    try:
+        return pid, load_exam(headers, pid), None
+    except ExamError as error:
+        return pid, None, str(error)
+
+
+def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) -> IngestReport:
+    report = IngestReport()
+    exams_dir = params.out_dir / "exams"
+    exams_dir.mkdir(parents=True, exist_ok=True)
+    for stale in exams_dir.glob("*.npz"):
+        stale.unlink()
+
+    manifests = read_manifests(params)
+    discovery = discover(params.source_dir / params.dicom_subdir, patient_tag=params.patient_id_tag,
+                         progress=progress)
+    for problem in discovery.problems:
+        report.note(problem.patient_id, "file_skipped", problem.reason, str(problem.path))
+    imaged = set(discovery.files_by_patient)
+    listed = set(manifests.clinical.index) | set(manifests.boxes.index)
+    report.discovered = imaged | listed
+    for pid in sorted(listed - imaged):
+        report.exclude(pid, "no DICOM images found for this manifest row")
+    for pid, reasons in sorted(manifests.problems.items()):
+        for reason in reasons:
+            report.exclude(pid, reason)
+
+    candidates = sorted(imaged - report.excluded)
+    loaded: dict[str, LoadedExam] = {}
+    tasks = [(pid, discovery.files_by_patient[pid]) for pid in candidates]
+    with ProcessPoolExecutor(max_workers=params.workers) as pool:
+        for pid, exam, error in tqdm(pool.map(_load, tasks), total=len(tasks), desc="ingest", unit="exam",
+                                     disable=not progress):
+            if error is not None:
+                report.exclude(pid, error)
+                continue
+            problem = box_problem(manifests.boxes.loc[pid], exam.image.shape[1:])
+            if problem is not None:
+                report.exclude(pid, problem)
+                continue
+            for warning in exam.warnings:
+                report.note(pid, "flagged", warning)
+            loaded[pid] = exam
+
+    clinical = manifests.clinical.loc[sorted(loaded)].copy()
+    clinical["cohort"] = assign_cohorts(clinical, cohorts)
+    boxes = manifests.boxes.loc[clinical.index].copy()
+    for pid in clinical.index:
+        boxes.loc[pid, ["slices", "rows", "columns"]] = loaded[pid].image.shape[1:]
+    acquisition = pd.DataFrame([{"patient_id": pid, **loaded[pid].acquisition} for pid in clinical.index])
+
+    institutions = sorted({*cohorts.internal.institutions, *[i for v in cohorts.external.values() for i in v]})
+    cohort_names = [cohorts.internal.train, cohorts.internal.validation, *cohorts.external]
+    outcomes = run_suites({
+        "clinical": (clinical.reset_index(), clinical_expectations(params, institutions)),
+        "boxes": (boxes.reset_index(), box_expectations()),
+        "acquisition": (acquisition, acquisition_expectations()),
+        "cohorts": (clinical.reset_index()[["patient_id", "cohort"]], cohort_expectations(cohort_names)),
+    }, params.reports_dir)
+    for outcome in outcomes.values():
+        for pid, reasons in outcome.patient_failures.items():
+            for reason in reasons:
+                report.exclude(pid, reason)
+
+    keep = [pid for pid in clinical.index if pid not in report.excluded]
+    for pid in keep:
+        save_exam(loaded[pid], exams_dir / f"{pid}.npz")
+    report.ingested = set(keep)
+    boxed = clinical.loc[keep].join(boxes.loc[keep])
+    boxed.reset_index().to_parquet(params.out_dir / "clinical.parquet", index=False)
+    acquisition[acquisition.patient_id.isin(keep)].to_parquet(params.out_dir / "acquisition.parquet", index=False)
+    pd.DataFrame(report.quarantine, columns=QUARANTINE_COLUMNS).to_csv(params.out_dir / "quarantine.csv",
+                                                                       index=False)
+    return report

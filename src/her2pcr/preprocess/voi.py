@@ -1,0 +1,179 @@
+"""Volume-of-interest transforms: crop to the tumour box, in-plane pad/crop, slice stacks, max normalisation.
+
+Numpy only. Arrays are (phase, slice, row, column) until ``SliceStacks`` turns
+them into (phase, stack, row, column, channel) CNN inputs (paper section 4.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Box(NamedTuple):
+    """Tumour box, 0-based inclusive bounds on the exam grid (the order of ``boxes.csv``)."""
+
+    row_start: int
+    row_end: int
+    column_start: int
+    column_end: int
+    slice_start: int
+    slice_end: int
+
+    @classmethod
+    def of(cls, box: Sequence[int]) -> Box:
+        """A ``Box`` from any 6-sequence of integers; ValueError naming the problem otherwise."""
+        values = tuple(box)
+        if len(values) != 6:
+            raise ValueError(
+                f"box needs 6 values (row_start, row_end, column_start, column_end, slice_start, slice_end), "
+                f"got {len(values)}: {values}"
+            )
+        ints = []
+        for name, value in zip(cls._fields, values, strict=True):
+            if isinstance(value, bool) or not float(value).is_integer():
+                raise ValueError(f"box {name} must be an integer, got {value!r}")
+            ints.append(int(value))
+        return cls(*ints)
+
+
+class CropToBox:
+    """Crop every phase of a (phase, slice, row, column) exam to an inclusive tumour box.
+
+    With ``clip=True`` a box reaching past the volume is clipped to it (annotations
+    drawn on a slightly different grid); with ``clip=False`` that is an error.
+    A box that is empty (start > end) or lies wholly outside the volume is always
+    a ValueError naming the axis.
+    """
+
+    def __init__(self, clip: bool = True) -> None:
+        self.clip = bool(clip)
+
+    def __repr__(self) -> str:
+        return f"CropToBox(clip={self.clip})"
+
+    def slices(self, shape: Sequence[int], box: Sequence[int]) -> tuple[slice, slice, slice]:
+        """The (slice, row, column) index slices of ``box`` on a volume of spatial ``shape``."""
+        b = Box.of(box)
+        out = []
+        for axis, size, start, end in (
+            ("slice", shape[0], b.slice_start, b.slice_end),
+            ("row", shape[1], b.row_start, b.row_end),
+            ("column", shape[2], b.column_start, b.column_end),
+        ):
+            if start > end:
+                raise ValueError(f"box is empty along {axis}: start {start} > end {end}")
+            if end < 0 or start > size - 1:
+                raise ValueError(f"box lies outside the volume along {axis}: [{start}, {end}] vs [0, {size - 1}]")
+            if not self.clip and (start < 0 or end > size - 1):
+                raise ValueError(f"box exceeds the volume along {axis}: [{start}, {end}] vs [0, {size - 1}]")
+            out.append(slice(max(start, 0), min(end, size - 1) + 1))
+        return out[0], out[1], out[2]
+
+    def __call__(self, image4d: np.ndarray, box: Sequence[int]) -> np.ndarray:
+        if image4d.ndim != 4:
+            raise ValueError(f"expected a 4-D (phase, slice, row, column) exam, got shape {image4d.shape}")
+        s, r, c = self.slices(image4d.shape[1:], box)
+        return image4d[:, s, r, c]
+
+
+class PadOrCropInPlane:
+    """Bring the last two axes (row, column) to ``size`` x ``size``.
+
+    Smaller axes are zero-padded symmetrically (the odd pixel goes after), larger
+    ones are centre-cropped (the odd pixel is dropped after), so the VOI centre
+    lands on pixel ``(size - 1) / 2`` within half a pixel. Leading axes are untouched.
+    """
+
+    def __init__(self, size: int = 156) -> None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.size = int(size)
+
+    def __repr__(self) -> str:
+        return f"PadOrCropInPlane(size={self.size})"
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        if array.ndim < 2:
+            raise ValueError(f"expected at least 2 axes (row, column), got shape {array.shape}")
+        index: list[slice] = [slice(None)] * array.ndim
+        pad = [(0, 0)] * array.ndim
+        for axis in (array.ndim - 2, array.ndim - 1):
+            n = array.shape[axis]
+            if n > self.size:
+                start = (n - self.size) // 2
+                index[axis] = slice(start, start + self.size)
+            else:
+                before = (self.size - n) // 2
+                pad[axis] = (before, self.size - n - before)
+        cropped = array[tuple(index)]
+        if any(p != (0, 0) for p in pad):
+            return np.pad(cropped, pad, mode="constant", constant_values=0)
+        return cropped.copy()
+
+
+class SliceStacks:
+    """One stack per slice: (..., slice, row, column) -> (..., slice, row, column, channel).
+
+    Stack ``i`` holds slices ``i - channels//2 .. i + channels//2`` as channels,
+    in slice order, so the centre channel is slice ``i``. At the ends of the VOI
+    the missing neighbour index is clamped to the first/last slice (edge slices
+    are replicated), so a VOI of S slices always yields S stacks, even S = 1.
+    """
+
+    def __init__(self, channels: int = 3) -> None:
+        if channels < 1 or channels % 2 == 0:
+            raise ValueError(f"channels must be a positive odd number (centre slice + neighbours), got {channels}")
+        self.channels = int(channels)
+
+    def __repr__(self) -> str:
+        return f"SliceStacks(channels={self.channels})"
+
+    def neighbour_index(self, n_slices: int) -> np.ndarray:
+        """(n_slices, channels) slice indices of each stack, clamped to the VOI."""
+        half = self.channels // 2
+        offsets = np.arange(-half, half + 1)
+        return np.clip(np.arange(n_slices)[:, None] + offsets[None, :], 0, n_slices - 1)
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        if array.ndim < 3:
+            raise ValueError(f"expected (..., slice, row, column), got shape {array.shape}")
+        n_slices = array.shape[-3]
+        if n_slices < 1:
+            raise ValueError("no slices to stack")
+        stacked = np.take(array, self.neighbour_index(n_slices), axis=-3)  # (..., S, C, H, W)
+        return np.ascontiguousarray(np.moveaxis(stacked, -3, -1))  # (..., S, H, W, C)
+
+
+class NormaliseMax:
+    """Divide each CNN input by its own maximum, so values lie in [0, 1].
+
+    An input is the trailing ``input_ndim`` axes (row, column, channel): one
+    slice stack of one phase, as in the paper ("each input was normalized
+    relative to its maximum grayscale level"). Negative values (noise after
+    background subtraction, interpolation undershoot) are clipped to 0 first;
+    an input whose maximum is 0 stays all zeros. Returns float32.
+    """
+
+    def __init__(self, input_ndim: int = 3) -> None:
+        if input_ndim < 1:
+            raise ValueError(f"input_ndim must be >= 1, got {input_ndim}")
+        self.input_ndim = int(input_ndim)
+
+    def __repr__(self) -> str:
+        return f"NormaliseMax(input_ndim={self.input_ndim})"
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        if array.ndim < self.input_ndim:
+            raise ValueError(f"expected at least {self.input_ndim} axes, got shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError("input contains NaN or infinite values")
+        out = np.clip(array, 0, None).astype(np.float32)
+        if out.size == 0:
+            return out
+        axes = tuple(range(out.ndim - self.input_ndim, out.ndim))
+        peak = out.max(axis=axes, keepdims=True)
+        np.divide(out, peak, out=out, where=peak > 0)  # peak == 0 means out is already all zeros
+        return out

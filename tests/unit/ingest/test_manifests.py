@@ -1,0 +1,50 @@
+import pandas as pd
+
+from her2pcr.config import CohortsParams, load_params
+from her2pcr.ingest.cohorts import assign_cohorts
+from her2pcr.ingest.manifests import box_problem, normalise_clinical, row_problems
+from tests.conftest import REPO
+
+PARAMS = load_params(REPO / "params.yaml")
+
+
+def clinical_frame(**overrides):
+    row = {"patient_id": "p1", "age": "50", "er": "pos", "pr": "NEG", "stage": "II", "lymph_node": "1",
+           "longest_diameter_mm": "40", "regimen": "DCTP", "pcr": "1", "institution": "inst1"}
+    row.update(overrides)
+    return normalise_clinical(pd.DataFrame([row]), PARAMS.ingest)
+
+
+def test_receptor_spellings_are_normalised():
+    frame = clinical_frame()
+    assert frame.er[0] == "positive" and frame.pr[0] == "negative" and frame.lymph_node[0] == "positive"
+
+
+def test_each_row_problem_names_its_column():
+    boxes = pd.DataFrame({"patient_id": ["p1"]})
+    assert row_problems(clinical_frame(pcr=None), boxes) == {"p1": ["clinical manifest: pcr label is missing"]}
+    expected = {"p1": ["clinical manifest: age is missing or not a number"]}
+    assert row_problems(clinical_frame(age="n/a"), boxes) == expected
+    assert row_problems(clinical_frame(), pd.DataFrame({"patient_id": ["p2"]})) == {
+        "p1": ["box manifest: no tumour box for this patient"],
+        "p2": ["clinical manifest: no clinical row for this patient"]}
+
+
+def test_box_outside_the_volume_is_named():
+    box = pd.Series({"row_start": 10, "row_end": 70, "column_start": 5, "column_end": 20, "slice_start": 0,
+                     "slice_end": 3})
+    assert "rows 10-70" in box_problem(box, (16, 64, 64))
+    assert box_problem(box, (16, 80, 64)) is None
+
+
+def test_internal_split_is_stratified_and_externals_follow_institutions():
+    ids = [f"a{i:02d}" for i in range(20)] + ["b1", "c1"]
+    clinical = pd.DataFrame({"institution": ["inst1"] * 20 + ["inst2", "inst4"],
+                             "pcr": [0, 1] * 10 + [1, 0]}, index=ids)
+    params = CohortsParams(split_seed=1, internal={"institutions": ["inst1"], "train": "D1", "validation": "D2",
+                                                   "validation_size": 6},
+                           external={"D3": ["inst2"], "D4": ["inst3", "inst4"]})
+    cohort = assign_cohorts(clinical, params)
+    assert (cohort == "D2").sum() == 6 and clinical.pcr[cohort == "D2"].sum() == 3
+    assert cohort["b1"] == "D3" and cohort["c1"] == "D4"
+    assert cohort.equals(assign_cohorts(clinical, params))
