@@ -19,6 +19,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
     """her2pcr: pCR prediction from pre-treatment breast DCE-MRI."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO lines are internal noise
 
 
 @app.command()

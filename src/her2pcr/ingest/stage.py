@@ -86,6 +86,8 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
     report.discovered = imaged | listed
     for pid in sorted(listed - imaged):
         report.exclude(pid, "no DICOM images found for this manifest row")
+    for pid in sorted(imaged - listed):
+        report.exclude(pid, "DICOM images but no clinical row and no box for this patient")
     for pid, reasons in sorted(manifests.problems.items()):
         for reason in reasons:
             report.exclude(pid, reason)

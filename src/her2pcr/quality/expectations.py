@@ -94,10 +94,14 @@ def run_suites(tables: dict[str, tuple[pd.DataFrame, list]], out_dir: Path) -> d
     import great_expectations as gx
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    docs_dir = str((out_dir / "docs").resolve())  # GX requires an absolute site directory
     context.add_data_docs_site(site_name="her2pcr", site_config={
         "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(out_dir / "docs")},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
     })
     source = context.data_sources.add_pandas("ingest")
     outcomes = {}

@@ -1,0 +1,1 @@
+"""DICOM ingest: discover files, order dynamic phases, load exams as 4-D arrays."""

@@ -1,0 +1,290 @@
+"""Find the DICOM files of a source tree and keep only the header values ingest needs.
+
+De-identification happens here: a :class:`FileHeader` holds technical values
+only (UIDs, geometry, timing, acquisition protocol).  Names, birth dates, MRNs
+and accession numbers are never copied out of the pydicom dataset, so nothing
+after :func:`discover` can leak them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from tqdm import tqdm
+
+__all__ = ["Discovery", "FileHeader", "FileProblem", "discover", "header_from_dataset", "tm_seconds"]
+
+_PIXEL_DATA = Tag(0x7FE0, 0x0010)
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_DEFER_BYTES = 1024  # pixel data is never loaded, only its length and offset are checked
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """Non-identifying header values of one image file.
+
+    Times are converted once: ``acquisition_time_s`` and ``content_time_s``
+    are seconds after midnight (DICOM TM), ``trigger_time_ms`` stays in ms as
+    stored.  Missing or malformed values are None.
+    """
+
+    path: Path
+    series_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_number: int | None = None
+    series_description: str | None = None
+    modality: str | None = None
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    instance_number: int | None = None
+    image_position_patient: tuple[float, ...] | None = None
+    image_orientation_patient: tuple[float, ...] | None = None
+    pixel_spacing: tuple[float, ...] | None = None
+    slice_thickness: float | None = None
+    rows: int | None = None
+    columns: int | None = None
+    temporal_position_identifier: int | None = None
+    acquisition_time_s: float | None = None
+    content_time_s: float | None = None
+    trigger_time_ms: float | None = None
+    magnetic_field_strength: float | None = None
+    repetition_time: float | None = None
+    echo_time: float | None = None
+    flip_angle: float | None = None
+    number_of_phase_encoding_steps: int | None = None
+    percent_sampling: float | None = None
+    contrast_bolus_volume: float | None = None
+    contrast_bolus_agent: str | None = None
+    manufacturer: str | None = None
+    # Pixel-module values: needed to decode and scale pixels without rereading headers.
+    bits_allocated: int | None = None
+    samples_per_pixel: int | None = None
+    pixel_representation: int | None = None
+    number_of_frames: int | None = None
+    rescale_slope: float | None = None
+    rescale_intercept: float | None = None
+    transfer_syntax_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A file that ingest skipped, and why."""
+
+    path: Path
+    patient_id: str | None
+    reason: str
+
+
+@dataclass
+class Discovery:
+    """Readable image headers grouped by pseudonymous patient id, and the files that were not."""
+
+    files_by_patient: dict[str, list[FileHeader]] = field(default_factory=dict)
+    problems: list[FileProblem] = field(default_factory=list)
+
+
+def tm_seconds(value: Any) -> float | None:
+    """DICOM TM (``HHMMSS.FFFFFF``, partial, or ACR-NEMA ``HH:MM:SS``) as seconds after midnight."""
+    text = str(value).strip().replace(":", "") if value is not None else ""
+    if not text:
+        return None
+    whole, _, fraction = text.partition(".")
+    if not whole.isdigit() or len(whole) % 2 or len(whole) > 6 or (fraction and not fraction.isdigit()):
+        return None
+    hh, mm, ss = int(whole[0:2]), int(whole[2:4] or 0), int(whole[4:6] or 0)
+    return hh * 3600 + mm * 60 + ss + (float(f"0.{fraction}") if fraction else 0.0)
+
+
+def _text(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+def _floats(value: Any) -> tuple[float, ...] | None:
+    values = [value] if isinstance(value, str | bytes | int | float) else list(value)
+    return tuple(float(v) for v in values) or None
+
+
+# FileHeader field -> (DICOM keyword, converter).  Only these keywords are ever read.
+_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "series_instance_uid": ("SeriesInstanceUID", _text),
+    "study_instance_uid": ("StudyInstanceUID", _text),
+    "series_number": ("SeriesNumber", int),
+    "series_description": ("SeriesDescription", _text),
+    "modality": ("Modality", _text),
+    "sop_class_uid": ("SOPClassUID", _text),
+    "sop_instance_uid": ("SOPInstanceUID", _text),
+    "instance_number": ("InstanceNumber", int),
+    "image_position_patient": ("ImagePositionPatient", _floats),
+    "image_orientation_patient": ("ImageOrientationPatient", _floats),
+    "pixel_spacing": ("PixelSpacing", _floats),
+    "slice_thickness": ("SliceThickness", float),
+    "rows": ("Rows", int),
+    "columns": ("Columns", int),
+    "temporal_position_identifier": ("TemporalPositionIdentifier", int),
+    "acquisition_time_s": ("AcquisitionTime", tm_seconds),
+    "content_time_s": ("ContentTime", tm_seconds),
+    "trigger_time_ms": ("TriggerTime", float),
+    "magnetic_field_strength": ("MagneticFieldStrength", float),
+    "repetition_time": ("RepetitionTime", float),
+    "echo_time": ("EchoTime", float),
+    "flip_angle": ("FlipAngle", float),
+    "number_of_phase_encoding_steps": ("NumberOfPhaseEncodingSteps", int),
+    "percent_sampling": ("PercentSampling", float),
+    "contrast_bolus_volume": ("ContrastBolusVolume", float),
+    "contrast_bolus_agent": ("ContrastBolusAgent", _text),
+    "manufacturer": ("Manufacturer", _text),
+    "bits_allocated": ("BitsAllocated", int),
+    "samples_per_pixel": ("SamplesPerPixel", int),
+    "pixel_representation": ("PixelRepresentation", int),
+    "number_of_frames": ("NumberOfFrames", int),
+    "rescale_slope": ("RescaleSlope", float),
+    "rescale_intercept": ("RescaleIntercept", float),
+}
+
+
+def _value(ds: Dataset, keyword: str, convert: Callable[[Any], Any]) -> Any:
+    # A malformed value (e.g. text in a DS) must not drop the whole file: it becomes None.
+    try:
+        raw = ds.get(keyword)
+        if raw is None or (isinstance(raw, str | bytes) and not raw.strip()):
+            return None
+        return convert(raw)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
+
+
+def header_from_dataset(path: Path, ds: Dataset) -> FileHeader:
+    """The non-identifying :class:`FileHeader` of a dataset read from ``path``."""
+    values = {name: _value(ds, keyword, convert) for name, (keyword, convert) in _FIELDS.items()}
+    return FileHeader(path=Path(path), transfer_syntax_uid=_transfer_syntax(ds), **values)
+
+
+def _transfer_syntax(ds: Dataset) -> str | None:
+    """The file's transfer syntax; for a file without meta header, the encoding the forced read found."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = _text(meta.get("TransferSyntaxUID", "")) if meta is not None else None
+    if syntax:
+        return syntax
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        return None
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _iter_files(root: Path) -> Iterator[Path]:
+    """Every non-hidden regular file under ``root``, in a stable order, whatever its name."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(folder) / name
+
+
+def _read(path: Path) -> Dataset:
+    """Read a header; pixel data is deferred, so only its offset and length are read.
+
+    Without the 'DICM' preamble a second, forced read accepts only datasets that
+    look like images, because a forced read "succeeds" on almost any bytes.
+    """
+    try:
+        return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except InvalidDicomError:
+        pass
+    try:
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not DICOM" here
+        raise InvalidDicomError("not a DICOM file") from exc
+    if "SOPClassUID" not in ds or _PIXEL_DATA not in ds:
+        raise InvalidDicomError("not a DICOM file")
+    return ds
+
+
+def _pixel_problem(path: Path, ds: Dataset) -> str | None:
+    """Why the pixel data cannot be whole, or None.
+
+    pydicom silently returns a short Pixel Data value from a truncated file,
+    so the declared length is checked against the image size and the file size.
+    """
+    elem = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    length = getattr(elem, "length", None)
+    offset = getattr(elem, "value_tell", None)
+    if length is None or offset is None or length == _UNDEFINED_LENGTH:
+        return None  # encapsulated (compressed) data: its fragments were already parsed whole
+    frames = _value(ds, "NumberOfFrames", int) or 1
+    dims = [_value(ds, k, int) for k in ("Rows", "Columns", "BitsAllocated")]
+    samples = _value(ds, "SamplesPerPixel", int) or 1
+    if None in dims:
+        return "unreadable DICOM (truncated?): Rows, Columns or BitsAllocated missing"
+    rows, cols, bits = dims
+    expected = (rows * cols * samples * frames * bits + 7) // 8
+    size = path.stat().st_size
+    if length < expected or offset + length > size:
+        have = max(0, min(length, size - offset))
+        return f"unreadable DICOM (truncated?): pixel data holds {have} of {expected} bytes"
+    return None
+
+
+def _inspect(path: Path, patient_tag: str) -> tuple[str, FileHeader] | FileProblem | None:
+    """One file as (patient id, header), a problem, or None for a file to skip silently (DICOMDIR)."""
+    try:
+        ds = _read(path)
+    except InvalidDicomError:
+        return FileProblem(path, None, "not a DICOM file")
+    except Exception as exc:  # noqa: BLE001 - a broken file is a reported problem, never a crash
+        return FileProblem(path, None, f"unreadable DICOM (truncated?): {_short(exc)}")
+    meta = getattr(ds, "file_meta", None)
+    if _MEDIA_DIRECTORY in (ds.get("SOPClassUID"), meta.get("MediaStorageSOPClassUID") if meta else None):
+        return None
+    patient = _value(ds, patient_tag, _text)
+    if _PIXEL_DATA not in ds:
+        return FileProblem(path, patient, f"no pixel data: not an image (SOP class {ds.get('SOPClassUID')})")
+    try:
+        pixel_problem = _pixel_problem(path, ds)
+    except Exception as exc:  # noqa: BLE001
+        pixel_problem = f"unreadable DICOM (truncated?): {_short(exc)}"
+    if pixel_problem:
+        return FileProblem(path, patient, pixel_problem)
+    if patient is None:
+        return FileProblem(path, None, f"no {patient_tag} value in {path.name}")
+    return patient, header_from_dataset(path, ds)
+
+
+def _short(exc: Exception) -> str:
+    """Exception type and first line, bounded: enough to diagnose, never a value dump."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
+
+
+def discover(root: Path, patient_tag: str = "ClinicalTrialSubjectID", progress: bool = False) -> Discovery:
+    """Walk ``root`` recursively and read every file's header.
+
+    ``patient_tag`` holds the pseudonymous key (ClinicalTrialSubjectID here;
+    PatientID for public collections whose PatientID is already a pseudonym).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"DICOM root {root} is not a folder")
+    found = Discovery()
+    paths = list(_iter_files(root))
+    for path in tqdm(paths, desc="discover", unit="file", disable=not progress):
+        result = _inspect(path, patient_tag)
+        if isinstance(result, FileProblem):
+            found.problems.append(result)
+        elif result is not None:
+            patient, header = result
+            found.files_by_patient.setdefault(patient, []).append(header)
+    found.files_by_patient = dict(sorted(found.files_by_patient.items()))
+    return found

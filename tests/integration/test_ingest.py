@@ -1,0 +1,109 @@
+"""Ingest on the simulator's cohorts: faults quarantined with specific reasons, no identifying value leaks."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from her2pcr.config import Params, deep_merge, read_yaml
+from her2pcr.ingest.stage import ingest
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+# What each injected fault's quarantine reason must say.
+EXPECTED_REASON = {
+    "truncated_file": "truncated",
+    "non_dicom_file": "not a DICOM file",
+    "non_mr_modality": "CT",
+    "missing_post_contrast": "missing post-contrast phase",
+    "duplicated_slices": "duplicated slice",
+    "missing_timing": "cannot order phases",
+    "box_outside_volume": "box outside the volume",
+    "manifest_without_images": "no DICOM images",
+    "images_without_manifest": "no clinical row",
+    "missing_label": "pcr label is missing",
+    "nan_clinical_value": "age is missing",
+    "mismatched_matrix": "resampled",
+}
+
+
+def ingest_params(profile: str, source: Path, out: Path):
+    merged = deep_merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "conf" / "profiles" / f"{profile}.yaml"))
+    params = Params.model_validate(merged)
+    ingest_section = params.ingest.model_copy(update={
+        "source_dir": source, "out_dir": out / "interim", "reports_dir": out / "reports" / "data-quality"})
+    return ingest_section, params.cohorts
+
+
+@pytest.fixture(scope="module")
+def fault_ingest(fault_cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ingest-faults")
+    params, cohorts = ingest_params("faults", fault_cohort, out)
+    report = ingest(params, cohorts, progress=False)
+    return report, params
+
+
+def test_every_fault_lands_in_the_quarantine_with_its_own_reason(fault_cohort, fault_ingest):
+    report, params = fault_ingest
+    quarantine = pd.read_csv(params.out_dir / "quarantine.csv", keep_default_na=False)
+    faults = pd.read_csv(fault_cohort / "faults.csv")
+    for row in faults.itertuples():
+        rows = quarantine[quarantine.patient_id == row.patient_id]
+        if row.fault == "non_dicom_file" or row.fault == "truncated_file":
+            rows = pd.concat([rows, quarantine[quarantine.file == row.detail]])
+        reasons = " | ".join(rows.reason)
+        assert EXPECTED_REASON[row.fault].lower() in reasons.lower(), (row.fault, reasons)
+
+
+def test_healthy_exams_are_ingested_and_counts_reconcile(fault_cohort, fault_ingest):
+    report, params = fault_ingest
+    faults = pd.read_csv(fault_cohort / "faults.csv")
+    clinical = pd.read_csv(fault_cohort / "clinical.csv")
+    broken = set(faults.patient_id) - {faults.set_index("fault").patient_id[f]
+                                       for f in ("non_dicom_file", "mismatched_matrix")}
+    healthy = set(clinical.patient_id) - broken
+    assert healthy <= report.ingested
+    assert report.discovered == report.ingested | report.excluded
+    assert not report.ingested & report.excluded
+    assert {p.stem for p in (params.out_dir / "exams").glob("*.npz")} == report.ingested
+    assert set(pd.read_parquet(params.out_dir / "clinical.parquet").patient_id) == report.ingested
+    assert (params.reports_dir / "docs" / "index.html").exists()
+    assert (params.reports_dir / "clinical.json").exists()
+
+
+def test_layouts_ingest_to_the_true_phase_order(tiny_cohort, tmp_path):
+    params, cohorts = ingest_params("tiny", tiny_cohort, tmp_path)
+    report = ingest(params, cohorts, progress=False)
+    truth = pd.read_csv(tiny_cohort / "truth.csv").set_index("patient_id")
+    assert report.ingested == set(truth.index)
+    for pid, row in truth.iterrows():
+        exam = np.load(params.out_dir / "exams" / f"{pid}.npz")
+        assert exam["image"].shape[0] == row.acq_n_post + 1
+        true_times = np.array([float(t) for t in row.acq_phase_times_s.split(";")])
+        if row.timing_present:
+            np.testing.assert_allclose(exam["phase_times_s"], true_times - true_times[0], atol=1.0)
+        # the tumour box brightens after contrast: the pre-contrast phase came first
+        box = (slice(int(row.centroid_slice), int(row.centroid_slice) + 1),
+               slice(int(row.centroid_row) - 2, int(row.centroid_row) + 3),
+               slice(int(row.centroid_column) - 2, int(row.centroid_column) + 3))
+        assert exam["image"][1][box].mean() > exam["image"][0][box].mean()
+
+
+def test_no_identifying_value_leaves_ingest(tiny_cohort, tmp_path):
+    params, cohorts = ingest_params("tiny", tiny_cohort, tmp_path)
+    ingest(params, cohorts, progress=False)
+    secrets = set()
+    for path in list((tiny_cohort / "dicom").rglob("*.dcm"))[::25]:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        secrets |= {str(ds.PatientName), ds.PatientBirthDate, ds.PatientID, ds.AccessionNumber,
+                    str(ds.PatientName).split("^")[0]}
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if path.suffix == ".npz":
+                data = b"".join(str(v).encode() for v in np.load(path).values() if v.dtype.kind in "UO")
+            for secret in secrets:
+                assert secret.encode() not in data, (path, secret)
