@@ -63,5 +63,20 @@ def ingest(
     typer.echo(report.summary())
 
 
+@app.command()
+def preprocess(
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """N4 bias correction, VOI crop/pad and slice stacks per exam (recomputes only changed exams)."""
+    from her2pcr.preprocess.stage import preprocess as run_preprocess
+
+    params = config.load_params(params_file).preprocess
+    start = time.perf_counter()
+    counts = run_preprocess(params, progress=progress)
+    typer.echo(f"preprocess: {counts['exams']} exams ({counts['computed']} computed, {counts['reused']} reused) "
+               f"in {time.perf_counter() - start:.1f} s -> {params.out_dir}")
+
+
 if __name__ == "__main__":
     app()

@@ -164,12 +164,23 @@ class CohortsParams(Strict):
         return self
 
 
+class PreprocessParams(Strict):
+    interim_dir: Path
+    out_dir: Path
+    n4_mode: Literal["per_exam", "per_phase", "off"]
+    n4_shrink_factor: int = Field(ge=1)
+    input_size: int = Field(ge=8)
+    channels: int = Field(ge=1)
+    workers: int = Field(ge=1)
+
+
 class Params(Strict):
     """The whole params.yaml; each stage reads only its own sections."""
 
     simulate: SimulateParams
     ingest: IngestParams
     cohorts: CohortsParams
+    preprocess: PreprocessParams
 
 
 SectionT = TypeVar("SectionT", bound=Strict)
