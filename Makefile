@@ -26,3 +26,4 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/preprocess.py

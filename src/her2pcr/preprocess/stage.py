@@ -45,6 +45,19 @@ def stored_key(path: Path) -> str | None:
         return str(data["key"]) if "key" in data else None
 
 
+def _previous_counts(index_path: Path) -> dict[str, dict[str, int]]:
+    """Stack counts of the last run by cache key, so reused outputs need not be decompressed."""
+    if not index_path.exists():
+        return {}
+    index = pd.read_parquet(index_path)
+    return {row.key: dict.fromkeys(row.phases.split(";"), int(row.n_stacks)) for row in index.itertuples()}
+
+
+def _counts_from_file(path: Path) -> dict[str, int]:
+    with np.load(path) as data:
+        return {k: len(data[k]) for k in data.files if k != "key"}
+
+
 def _run(args: tuple[Job, PreprocessParams]) -> tuple[str, dict[str, int]]:
     job, params = args
     with np.load(job.exam_path) as exam:
@@ -76,9 +89,9 @@ def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int
         for pid, stacks in tqdm(pool.map(_run, [(job, params) for job in jobs]), total=len(jobs),
                                 desc="preprocess", unit="exam", disable=not progress):
             counts[pid] = stacks
+    previous = _previous_counts(params.out_dir / "index.parquet")
     for job in reused:
-        with np.load(job.out_path) as data:
-            counts[job.patient_id] = {k: len(data[k]) for k in data.files if k != "key"}
+        counts[job.patient_id] = previous.get(job.key) or _counts_from_file(job.out_path)
     index = clinical[["cohort", "pcr", "institution"]].copy()
     index["n_stacks"] = [next(iter(counts[pid].values())) for pid in index.index]
     index["phases"] = [";".join(counts[pid]) for pid in index.index]

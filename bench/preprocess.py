@@ -1,0 +1,99 @@
+"""Preprocess benchmark on the default cohorts, figures measured side by side in one run.
+
+Prints: exams per minute of a full run; the incremental re-run time after adding one exam over the
+full run time; the per_phase / per_exam N4 time ratio and the agreement of their outputs in the VOI.
+
+Run: python bench/preprocess.py [--interim data/interim] [--subset 12]
+Without --interim (or if it does not exist) the default cohorts are simulated and ingested first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from her2pcr.config import load_params  # noqa: E402
+from her2pcr.preprocess.stage import BOX_COLUMNS, chain_from, preprocess  # noqa: E402
+
+
+def build_interim(tmp: Path) -> Path:
+    from her2pcr.ingest.stage import ingest
+    from her2pcr.synth.cohort import simulate_cohorts
+
+    params = load_params(REPO / "params.yaml")
+    sim = params.simulate.model_copy(update={"sites_file": REPO / params.simulate.sites_file})
+    simulate_cohorts(sim, tmp / "raw", progress=False)
+    ing = params.ingest.model_copy(update={"source_dir": tmp / "raw", "out_dir": tmp / "interim",
+                                           "reports_dir": tmp / "reports"})
+    ingest(ing, params.cohorts, progress=False)
+    return tmp / "interim"
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--interim", type=Path, default=REPO / "data" / "interim")
+    parser.add_argument("--subset", type=int, default=12, help="exams in the per_exam / per_phase comparison")
+    args = parser.parse_args()
+    base = load_params(REPO / "params.yaml").preprocess
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        source = args.interim if (args.interim / "clinical.parquet").exists() else build_interim(tmp / "built")
+        interim = tmp / "interim"
+        shutil.copytree(source, interim)
+        clinical = pd.read_parquet(interim / "clinical.parquet")
+        params = base.model_copy(update={"interim_dir": interim, "out_dir": tmp / "processed"})
+
+        # Full run on all exams but one, then add that exam and run again.
+        clinical.iloc[:-1].to_parquet(interim / "clinical.parquet", index=False)
+        full_s, full = timed(preprocess, params, False)
+        clinical.to_parquet(interim / "clinical.parquet", index=False)
+        incremental_s, incremental = timed(preprocess, params, False)
+        print(f"full run: {full['computed']} exams in {full_s:.1f} s = {60 * full['computed'] / full_s:.1f} exams/min "
+              f"(n4_mode={base.n4_mode}, workers={base.workers})")
+        print(f"after adding one exam: {incremental['computed']} computed, {incremental['reused']} reused in "
+              f"{incremental_s:.1f} s; incremental / full = {incremental_s / full_s:.3f}")
+
+        # per_exam vs per_phase N4 on the same exams, one process, same order.
+        per_exam = chain_from(base.model_copy(update={"n4_mode": "per_exam"}))
+        per_phase = chain_from(base.model_copy(update={"n4_mode": "per_phase"}))
+        times = {"per_exam": 0.0, "per_phase": 0.0}
+        differences, correlations = [], []
+        for row in clinical.head(args.subset).itertuples():
+            with np.load(interim / "exams" / f"{row.patient_id}.npz") as exam:
+                image, spacing = exam["image"], tuple(exam["spacing_mm"])
+            box = tuple(int(getattr(row, c)) for c in BOX_COLUMNS)
+            outputs = {}
+            for name, chain in (("per_exam", per_exam), ("per_phase", per_phase)):
+                seconds, outputs[name] = timed(chain, image, spacing, box)
+                times[name] += seconds
+            for phase in outputs["per_exam"]:
+                a, b = outputs["per_exam"][phase], outputs["per_phase"][phase]
+                inside = (a > 0) | (b > 0)  # the VOI, not the zero padding
+                differences.append(float(np.mean(np.abs(a[inside] - b[inside]))))
+                correlations.append(float(np.corrcoef(a[inside], b[inside])[0, 1]))
+        n = min(args.subset, len(clinical))
+        print(f"N4 on {n} exams: per_exam {times['per_exam']:.1f} s, per_phase {times['per_phase']:.1f} s, "
+              f"per_phase / per_exam = {times['per_phase'] / times['per_exam']:.2f}")
+        print(f"agreement in the VOI (normalised [0,1] inputs, {len(differences)} phase inputs): "
+              f"mean |difference| {np.mean(differences):.4f} (max {np.max(differences):.4f}), "
+              f"correlation median {np.median(correlations):.4f} (min {np.min(correlations):.4f})")
+
+
+if __name__ == "__main__":
+    main()
