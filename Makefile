@@ -27,3 +27,4 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/simulate.py
 	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/train.py

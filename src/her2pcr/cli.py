@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ log = logging.getLogger("her2pcr")
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     """her2pcr: pCR prediction from pre-treatment breast DCE-MRI."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO lines are internal noise
@@ -76,6 +78,35 @@ def preprocess(
     counts = run_preprocess(params, progress=progress)
     typer.echo(f"preprocess: {counts['exams']} exams ({counts['computed']} computed, {counts['reused']} reused) "
                f"in {time.perf_counter() - start:.1f} s -> {params.out_dir}")
+
+
+@app.command()
+def train(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
+    """Train the multi-input CNN (hyperparameters from params.yaml, or the tune result file when present)."""
+    from her2pcr.training.stage import train as run_train
+
+    params = config.load_params(params_file)
+    start = time.perf_counter()
+    summary = run_train(params.train, params.tracking)
+    typer.echo(f"train: {summary['epochs']} epochs on {summary['train_stacks']} stacks in "
+               f"{time.perf_counter() - start:.0f} s; best validation patient AUC "
+               f"{summary['best_val_patient_auc']:.3f} (epoch {summary['best_epoch']}); MLflow run {summary['run_id']}")
+
+
+@app.command()
+def evaluate(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
+    """Patient-level AUC (DeLong and bootstrap CIs), paired tests, subsets, ROC and Grad-CAM figures."""
+    from her2pcr.evaluation.stage import evaluate as run_evaluate
+
+    params = config.load_params(params_file)
+    metrics = run_evaluate(params.evaluate, params.tracking)
+    parts = []
+    for cohort, stats in metrics["cohorts"].items():
+        if "models" in stats:
+            cnn = stats["models"]["cnn"]
+            parts.append(f"{cohort} AUC {cnn['auc']:.3f} [{cnn['delong_ci_low']:.3f}-{cnn['delong_ci_high']:.3f}]"
+                         f" n={stats['n']}")
+    typer.echo("evaluate: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -174,6 +174,64 @@ class PreprocessParams(Strict):
     workers: int = Field(ge=1)
 
 
+PhaseName = Literal["pre", "post1", "post2", "post3"]
+
+
+class TrainParams(Strict):
+    """Training of the multi-input CNN (reference study: section 4.4, Supplementary Table 4)."""
+
+    processed_dir: Path
+    model_dir: Path
+    best_params_file: Path  # written by `tune`; its values override these when the file exists
+    train_cohorts: list[str]
+    validation_cohorts: list[str]
+    phases: list[PhaseName] = Field(min_length=1, max_length=4)
+    filters: list[int] = Field(min_length=1)
+    dense_units: int = Field(ge=1)
+    dropout: list[float]  # one rate per dropout layer (after every two blocks)
+    dense_dropout: float = Field(ge=0, lt=1)
+    activation: Literal["relu", "elu", "selu", "tanh", "sigmoid", "leaky_relu"]
+    initializer: Literal["glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "random_normal",
+                         "random_uniform"]
+    optimizer: Literal["sgd", "rmsprop", "adagrad", "adadelta", "adam"]
+    learning_rate: float = Field(gt=0)
+    momentum: float = Field(ge=0, lt=1)
+    decay: float = Field(ge=0)  # learning-rate decay per epoch (inverse time, as Keras 2's `decay`)
+    batch_size: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    early_stopping_patience: int = Field(ge=0)  # 0 = off
+    augmentation_strength: float = Field(ge=0)
+    max_stacks_per_patient: int | None = Field(default=None, ge=1)  # central stacks only; None = all
+    seed: int
+    deterministic: bool
+    mixed_precision: bool
+
+
+class TrackingParams(Strict):
+    """One MLflow store for every stage: SQLite + a local artifact folder by default, or a server URL."""
+
+    uri: str
+    experiment: str
+    artifact_root: Path
+
+
+class EvaluateParams(Strict):
+    processed_dir: Path
+    interim_dir: Path
+    model_dir: Path
+    cohorts: list[str]
+    n_bootstrap: int = Field(ge=100)
+    seed: int
+    threshold: float = Field(gt=0, lt=1)
+    metrics_file: Path
+    plots_dir: Path
+    figures_dir: Path
+    predictions_file: Path
+    gradcam_per_cohort: int = Field(ge=0)
+    # Synthetic data only: the simulator's hidden truth, for an oracle column next to the models.
+    truth_file: Path | None = None
+
+
 class Params(Strict):
     """The whole params.yaml; each stage reads only its own sections."""
 
@@ -181,6 +239,9 @@ class Params(Strict):
     ingest: IngestParams
     cohorts: CohortsParams
     preprocess: PreprocessParams
+    train: TrainParams
+    tracking: TrackingParams
+    evaluate: EvaluateParams
 
 
 SectionT = TypeVar("SectionT", bound=Strict)

@@ -1,5 +1,6 @@
 """`dvc repro` end to end on the tiny profile, in a fresh clone-like copy of the repository."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -40,14 +41,14 @@ def workspace(tmp_path_factory):
     return root
 
 
-def test_dvc_repro_builds_the_tiny_cohort_then_has_nothing_to_do(workspace):
+def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(workspace):
     run(["dvc", "repro"], workspace)
     out = workspace / "data" / "raw" / "synthetic"
     clinical = pd.read_csv(out / "clinical.csv")
-    assert len(clinical) == 12
+    assert len(clinical) == 15
     assert len(list((out / "dicom").rglob("*.dcm"))) > 100
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())
-    assert "simulate" in lock["stages"]
+    assert set(lock["stages"]) == set(yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"])
     second = run(["dvc", "repro"], workspace)
     assert "didn't change, skipping" in second or "Data and pipelines are up to date" in second
     assert "Running stage" not in second
@@ -65,3 +66,29 @@ def test_changing_a_simulate_param_reruns_the_stage(workspace):
     params = workspace / "params.yaml"
     params.write_text(params.read_text().replace("seed: 20240417", "seed: 7"))
     assert "Running stage 'simulate'" in run(["dvc", "repro"], workspace)
+
+
+def test_metrics_and_plots_are_declared_for_dvc(workspace):
+    run(["dvc", "repro"], workspace)
+    metrics = json.loads((workspace / "metrics" / "evaluate.json").read_text())
+    assert metrics["cohorts"]["D2"]["models"]["cnn"]["n"] == 4
+    assert "cohorts.D2.models.cnn.auc" in run(["dvc", "metrics", "show", "--json"], workspace).replace('"', "")\
+        or "D2" in run(["dvc", "metrics", "show"], workspace)
+    run(["dvc", "plots", "show", "-o", "plots-html"], workspace)
+    assert (workspace / "plots-html" / "index.html").exists()
+
+
+def test_training_run_is_tracked_in_mlflow(workspace):
+    import mlflow
+
+    run(["dvc", "repro"], workspace)
+    summary = json.loads((workspace / "models" / "cnn" / "run.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
+    tracked = client.get_run(summary["run_id"])
+    assert tracked.data.params["phases"] == json.dumps(["pre", "post3"])
+    assert {"git_commit", "data_version", "params_hash", "phases"} <= set(tracked.data.tags)
+    assert len(client.get_metric_history(tracked.info.run_id, "loss")) == summary["epochs"]
+    assert "D2_auc" in tracked.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id)}
+    assert {"figures", "evaluation", "training"} <= artifacts
+    assert client.search_logged_models(experiment_ids=[tracked.info.experiment_id])

@@ -1,0 +1,1 @@
+"""Evaluation: patient-level predictions, the study's statistics per cohort, figures."""

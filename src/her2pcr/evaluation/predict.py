@@ -1,0 +1,49 @@
+"""Patient-level predictions of a trained model on the cohorts, joined with what the analyses need."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from her2pcr.models.cnn import model_phases, predict_probability
+from her2pcr.training.data import load_stacks, patient_probabilities, patients_of, read_index
+
+log = logging.getLogger(__name__)
+
+
+def predict_cohorts(model, processed_dir: Path, cohorts: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """P(pCR) per patient (mean over all its stacks) for the cohorts; also the patients left out and why."""
+    index = read_index(processed_dir)
+    phases = model_phases(model)
+    patients = patients_of(index, cohorts, phases)
+    left_out = sorted(set(index.index[index.cohort.isin(cohorts)]) - set(patients))
+    if left_out:
+        log.warning("%d patients lack phase(s) %s and are not evaluated: %s", len(left_out), phases, left_out)
+    rows = []
+    for pid in patients:  # one patient at a time keeps memory flat whatever the cohort size
+        stacks = load_stacks(processed_dir, [pid], phases, index.pcr)
+        probability = patient_probabilities(predict_probability(model, stacks.inputs), stacks.patient_ids)
+        rows.append({"patient_id": pid, "probability": float(probability.iloc[0]),
+                     "n_stacks": len(stacks)})
+    frame = pd.DataFrame(rows).set_index("patient_id")
+    frame["cohort"] = index.cohort.loc[frame.index]
+    frame["pcr"] = index.pcr.loc[frame.index].astype(int)
+    return frame, left_out
+
+
+def add_covariates(predictions: pd.DataFrame, interim_dir: Path, truth_file: Path | None) -> pd.DataFrame:
+    """Receptor status, field strength and (synthetic data only) the oracle probability of each patient."""
+    clinical = pd.read_parquet(interim_dir / "clinical.parquet").set_index("patient_id")
+    acquisition = pd.read_parquet(interim_dir / "acquisition.parquet").set_index("patient_id")
+    out = predictions.copy()
+    hr_negative = (clinical.er == "negative") & (clinical.pr == "negative")
+    out["hormone_receptor"] = np.where(hr_negative.loc[out.index], "ER/PR negative", "ER/PR positive")
+    out["receptor_score"] = hr_negative.loc[out.index].astype(float)
+    out["field_strength"] = acquisition.field_strength_t.loc[out.index].map(lambda t: f"{t:g} T")
+    if truth_file is not None and truth_file.exists():
+        truth = pd.read_csv(truth_file).set_index("patient_id")
+        out["oracle"] = truth.p_true.reindex(out.index)
+    return out

@@ -1,0 +1,1 @@
+"""Training: input pipeline, fit loop with MLflow tracking, run lineage."""

@@ -1,0 +1,70 @@
+"""Model inputs from data/processed: per-phase slice stacks, labels and the patient of every stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class StackSet:
+    """Stacks of a set of patients: inputs[phase] is (n, H, W, C) float32; one label per stack."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray  # int, pCR per stack
+    patient_ids: np.ndarray  # patient of each stack
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def read_index(processed_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(processed_dir / "index.parquet").set_index("patient_id")
+
+
+def central_slice_indices(n_stacks: int, limit: int | None) -> np.ndarray:
+    """The ``limit`` stacks nearest the VOI centre (all when None): the tumour's largest sections."""
+    if limit is None or n_stacks <= limit:
+        return np.arange(n_stacks)
+    start = (n_stacks - limit) // 2
+    return np.arange(start, start + limit)
+
+
+def load_stacks(
+    processed_dir: Path, patient_ids: list[str], phases: list[str], labels: pd.Series,
+    max_stacks_per_patient: int | None = None,
+) -> StackSet:
+    """Concatenate the chosen phases' stacks of the given patients (missing phases are an error)."""
+    inputs: dict[str, list[np.ndarray]] = {phase: [] for phase in phases}
+    stack_labels, owners = [], []
+    for pid in patient_ids:
+        with np.load(processed_dir / f"{pid}.npz") as data:
+            missing = [p for p in phases if p not in data.files]
+            if missing:
+                raise ValueError(f"{pid}: processed exam lacks phase(s) {missing}; it has {data.files}")
+            n = len(data[phases[0]])
+            keep = central_slice_indices(n, max_stacks_per_patient)
+            for phase in phases:
+                inputs[phase].append(data[phase][keep])
+        stack_labels.append(np.full(len(keep), int(labels[pid])))
+        owners.append(np.full(len(keep), pid, dtype=object))
+    if not owners:
+        raise ValueError("no patients to load")
+    return StackSet({p: np.concatenate(v) for p, v in inputs.items()}, np.concatenate(stack_labels),
+                    np.concatenate(owners))
+
+
+def patients_of(index: pd.DataFrame, cohorts: list[str], phases: list[str]) -> list[str]:
+    """Patients of the cohorts whose processed exam has every requested phase, in a stable order."""
+    chosen = index[index.cohort.isin(cohorts)]
+    has_phases = chosen.phases.str.split(";").apply(lambda names: set(phases) <= set(names))
+    return sorted(chosen.index[has_phases])
+
+
+def patient_probabilities(stack_probabilities: np.ndarray, patient_ids: np.ndarray) -> pd.Series:
+    """A patient's probability is the mean over its stacks (design contract)."""
+    frame = pd.DataFrame({"patient_id": patient_ids, "p": stack_probabilities})
+    return frame.groupby("patient_id", sort=True).p.mean()
