@@ -37,3 +37,24 @@ def fault_cohort(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("faults") / "faults"
     simulate_cohorts(profile_simulate_params("faults", out), out, progress=False)
     return out
+
+
+def tiny_params(**sections) -> Params:
+    """The tiny profile's params, with sections replaced by keyword (e.g. train=...)."""
+    merged = deep_merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "conf" / "profiles" / "tiny.yaml"))
+    return Params.model_validate(merged).model_copy(update=sections)
+
+
+@pytest.fixture(scope="session")
+def tiny_processed(tiny_cohort, tmp_path_factory) -> Path:
+    """The tiny cohort ingested and preprocessed: a processed dir with index.parquet."""
+    from her2pcr.ingest.stage import ingest
+    from her2pcr.preprocess.stage import preprocess
+
+    out = tmp_path_factory.mktemp("tiny-processed")
+    params = tiny_params()
+    ingest(params.ingest.model_copy(update={"source_dir": tiny_cohort, "out_dir": out / "interim",
+                                            "reports_dir": out / "reports"}), params.cohorts, progress=False)
+    preprocess(params.preprocess.model_copy(update={"interim_dir": out / "interim", "out_dir": out / "processed"}),
+               progress=False)
+    return out / "processed"

@@ -94,6 +94,28 @@ def train(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters 
 
 
 @app.command()
+def tune(
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
+    storage: str = typer.Option(None, help="Override tune.storage, e.g. a postgresql:// URL shared by workers."),
+    n_trials: int = typer.Option(None, help="Trials for this worker (default tune.n_trials)."),
+    worker: int = typer.Option(0, help="Worker index: offsets the sampler seed so workers explore differently."),
+    tracking_uri: str = typer.Option(None, help="Override tracking.uri, e.g. a shared `mlflow server`."),
+) -> None:
+    """Optuna search of phases, architecture and hyperparameters; resumes the study where it stopped."""
+    from her2pcr.tuning.study import tune_study
+
+    params = config.load_params(params_file)
+    tune_params = params.tune.model_copy(update={"storage": storage}) if storage else params.tune
+    tracking = params.tracking.model_copy(update={"uri": tracking_uri}) if tracking_uri else params.tracking
+    summary = tune_study(params.train, tune_params, tracking, n_trials=n_trials, worker=worker)
+    best = f"best trial {summary['best_trial']} AUC {summary['best_value']:.3f}" if "best_trial" in summary \
+        else "no complete trial"
+    typer.echo(f"tune: {summary['trials']} trials in the study "
+               f"({', '.join(f'{k} {v}' for k, v in summary.items() if k in ('complete', 'pruned', 'fail'))}); "
+               f"{best} -> {tune_params.out_dir / 'best.yaml'}")
+
+
+@app.command()
 def evaluate(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
     """Patient-level AUC (DeLong and bootstrap CIs), paired tests, subsets, ROC and Grad-CAM figures."""
     from her2pcr.evaluation.stage import evaluate as run_evaluate

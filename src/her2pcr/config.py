@@ -207,6 +207,39 @@ class TrainParams(Strict):
     mixed_precision: bool
 
 
+class TuneParams(Strict):
+    """Optuna search of phases, architecture and Supplementary Table 4 hyperparameters."""
+
+    study_name: str
+    storage: str  # sqlite:///models/tune/study.db by default; a postgresql:// URL shares the study
+    out_dir: Path  # best.yaml and figures
+    n_trials: int = Field(ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    sampler_seed: int
+    objective: Literal["holdout", "cv"]  # validation on D2 as the paper, or patient-level CV in institution 1
+    cv_folds: int = Field(ge=2)
+    epochs: int = Field(ge=1)
+    max_stacks_per_patient: int | None = Field(default=None, ge=1)
+    pruning: bool
+    pruner_startup_trials: int = Field(ge=0)
+    pruner_warmup_epochs: int = Field(ge=0)
+    heartbeat_s: int = Field(ge=1)  # a worker silent this long has its running trial marked failed
+    # Search space (Supplementary Table 4 values, plus architecture and augmentation).
+    phase_sets: list[list[PhaseName]]
+    blocks: list[int]
+    base_filters: list[int]
+    dense_units: list[int]
+    learning_rate: tuple[float, float]  # log-uniform bounds
+    batch_size: list[int]
+    momentum: list[float]
+    initializer: list[str]
+    optimizer: list[str]
+    decay: list[float]
+    activation: list[str]
+    dropout: list[float]
+    augmentation_strength: tuple[float, float]
+
+
 class TrackingParams(Strict):
     """One MLflow store for every stage: SQLite + a local artifact folder by default, or a server URL."""
 
@@ -241,6 +274,7 @@ class Params(Strict):
     preprocess: PreprocessParams
     train: TrainParams
     tracking: TrackingParams
+    tune: TuneParams
     evaluate: EvaluateParams
 
 

@@ -112,8 +112,12 @@ class FitResult:
 
 
 def fit(params: TrainParams, checkpoint_path: Path | None = None, on_epoch=None,
-        extra_callbacks: list | None = None) -> FitResult:
-    """Train one model; `on_epoch(epoch, val_patient_auc)` lets a tuner report and prune."""
+        extra_callbacks: list | None = None, split: tuple[list[str], list[str]] | None = None) -> FitResult:
+    """Train one model; `on_epoch(epoch, val_patient_auc)` lets a tuner report and prune.
+
+    ``split`` gives explicit (train, validation) patient ids (cross-validation); by default the
+    train and validation cohorts of ``params`` are used.
+    """
     keras.utils.set_random_seed(params.seed)
     if params.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -123,9 +127,15 @@ def fit(params: TrainParams, checkpoint_path: Path | None = None, on_epoch=None,
         keras.mixed_precision.set_global_policy("mixed_float16")
     index = read_index(params.processed_dir)
     phases = list(params.phases)
-    train_ids = patients_of(index, params.train_cohorts, phases)
-    validation_ids = patients_of(index, params.validation_cohorts, phases)
-    wanted = index[index.cohort.isin(params.train_cohorts + params.validation_cohorts)].index
+    if split is None:
+        train_ids = patients_of(index, params.train_cohorts, phases)
+        validation_ids = patients_of(index, params.validation_cohorts, phases)
+        wanted = index[index.cohort.isin(params.train_cohorts + params.validation_cohorts)].index
+    else:
+        usable = set(patients_of(index, sorted(index.cohort.dropna().unique()), phases))
+        train_ids = sorted(set(split[0]) & usable)
+        validation_ids = sorted(set(split[1]) & usable)
+        wanted = pd.Index(list(split[0]) + list(split[1]))
     skipped = sorted(set(wanted) - set(train_ids) - set(validation_ids))
     if skipped:
         log.warning("%d patients lack phase(s) %s and are left out of training: %s", len(skipped), phases, skipped)

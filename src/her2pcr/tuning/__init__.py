@@ -1,0 +1,1 @@
+"""Hyperparameter search: Optuna study over phases, architecture and training settings, tracked in MLflow."""

@@ -1,0 +1,174 @@
+"""The tune stage: a resumable, shareable Optuna study whose trials are nested MLflow runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import yaml
+
+from her2pcr.config import TrackingParams, TrainParams, TuneParams
+from her2pcr.training.data import read_index
+from her2pcr.training.fit import fit
+from her2pcr.training.tracking import flatten, git_commit, setup_mlflow
+from her2pcr.tuning.space import suggest, trial_params
+
+log = logging.getLogger(__name__)
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+def open_study(tune: TuneParams, seed_offset: int = 0) -> optuna.Study:
+    """Create or load the study; a worker that stops beating for `heartbeat_s` has its trial failed."""
+    if tune.storage.startswith("sqlite:///"):
+        Path(tune.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(tune.storage, heartbeat_interval=tune.heartbeat_s,
+                                         grace_period=2 * tune.heartbeat_s)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
+                                          n_warmup_steps=tune.pruner_warmup_epochs)
+              if tune.pruning else optuna.pruners.NopPruner())
+    study = optuna.create_study(study_name=tune.study_name, storage=storage, direction="maximize",
+                                pruner=pruner, load_if_exists=True)
+    # Seeded, yet a resumed study or a second worker does not replay the first trials' draws.
+    study.sampler = optuna.samplers.TPESampler(seed=tune.sampler_seed + len(study.trials) + 1000 * seed_offset)
+    return study
+
+
+def parent_run(study: optuna.Study, tracking: TrackingParams) -> str:
+    """The study's MLflow parent run, created by the first worker and shared through the study."""
+    import mlflow
+
+    existing = study.user_attrs.get(PARENT_ATTR)
+    if existing:
+        return existing
+    experiment_id = setup_mlflow(tracking.uri, tracking.experiment, tracking.artifact_root)
+    run = mlflow.MlflowClient(tracking.uri).create_run(
+        experiment_id, run_name=f"tune-{study.study_name}",
+        tags={"stage": "tune", "optuna_study": study.study_name, "git_commit": git_commit()})
+    study.set_user_attr(PARENT_ATTR, run.info.run_id)
+    return run.info.run_id
+
+
+def cv_splits(base: TrainParams, tune: TuneParams, cohorts: list[str]) -> list[tuple[list[str], list[str]]]:
+    """Patient-level stratified folds over the internal cohorts."""
+    from sklearn.model_selection import StratifiedKFold
+
+    index = read_index(base.processed_dir)
+    patients = index[index.cohort.isin(cohorts)].sort_index()
+    folds = StratifiedKFold(tune.cv_folds, shuffle=True, random_state=tune.sampler_seed)
+    ids = patients.index.to_numpy()
+    return [(list(ids[a]), list(ids[b])) for a, b in folds.split(ids, patients.pcr)]
+
+
+def make_objective(base: TrainParams, tune: TuneParams, tracking: TrackingParams, parent_id: str):
+    import keras
+    import mlflow
+
+    splits = cv_splits(base, tune, base.train_cohorts + base.validation_cohorts) if tune.objective == "cv" else None
+
+    def objective(trial: optuna.Trial) -> float:
+        tunable = suggest(trial, tune)
+        trial.set_user_attr("tunable", json.dumps(tunable))
+        params = trial_params(base, tune, tunable)
+        mlflow.set_tracking_uri(tracking.uri)
+        with mlflow.start_run(run_name=f"trial-{trial.number}", parent_run_id=parent_id,
+                              experiment_id=mlflow.get_run(parent_id).info.experiment_id,
+                              tags={"optuna_trial": str(trial.number), "stage": "tune"}):
+            mlflow.log_params(flatten("", tunable))
+            try:
+                value = _run_trial(trial, params, splits, mlflow)
+            except optuna.TrialPruned:
+                mlflow.set_tag("trial_state", "PRUNED")
+                raise
+            except Exception as error:
+                mlflow.set_tag("trial_state", "FAIL")
+                mlflow.set_tag("error", str(error)[:500])
+                raise
+            finally:
+                keras.backend.clear_session()
+            mlflow.set_tag("trial_state", "COMPLETE")
+            mlflow.log_metric("objective_patient_auc", value)
+            return value
+
+    return objective
+
+
+def _run_trial(trial: optuna.Trial, params: TrainParams, splits, mlflow) -> float:
+    if splits is None:
+        def report(epoch: int, value: float) -> None:
+            mlflow.log_metric("val_patient_auc", value, step=epoch)
+            if not math.isnan(value):
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        result = fit(params, on_epoch=report)
+        value = float(result.history["val_patient_auc"].iloc[-1])
+    else:
+        scores = []
+        for fold, split in enumerate(splits):
+            result = fit(params, split=split)
+            scores.append(float(result.history["val_patient_auc"].iloc[-1]))
+            mlflow.log_metric("fold_patient_auc", scores[-1], step=fold)
+            trial.report(float(np.nanmean(scores)), fold)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after fold {fold}")
+        value = float(np.nanmean(scores))
+    if math.isnan(value):
+        raise ValueError("validation AUC undefined (one class only)")
+    return value
+
+
+def summarise_study(study: optuna.Study, tune: TuneParams, tracking: TrackingParams, parent_id: str) -> dict:
+    """best.yaml for `train`, the trial table, and history/importance figures on the parent run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    tune.out_dir.mkdir(parents=True, exist_ok=True)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    states = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
+    summary = {"trials": len(study.trials), **{k.lower(): v for k, v in states.items() if v}}
+    study.trials_dataframe().to_csv(tune.out_dir / "trials.csv", index=False)
+    client = mlflow.MlflowClient(tracking.uri)
+    if complete:
+        best = study.best_trial
+        (tune.out_dir / "best.yaml").write_text(yaml.safe_dump(json.loads(best.user_attrs["tunable"]),
+                                                               sort_keys=False), encoding="utf-8")
+        summary.update(best_trial=best.number, best_value=best.value)
+        client.log_metric(parent_id, "best_patient_auc", best.value)
+        client.set_tag(parent_id, "best_trial", str(best.number))
+        figures = {"optimization_history.png": optuna.visualization.matplotlib.plot_optimization_history}
+        if len(complete) >= 2:
+            figures["param_importances.png"] = optuna.visualization.matplotlib.plot_param_importances
+        for name, plot in figures.items():
+            try:
+                plot(study)
+                path = tune.out_dir / name
+                plt.gcf().set_size_inches(8, 5)
+                plt.tight_layout()
+                plt.savefig(path, dpi=90)
+                client.log_artifact(parent_id, str(path), "figures")
+            except (ValueError, RuntimeError) as error:  # e.g. importances of a constant objective
+                log.warning("could not draw %s: %s", name, error)
+            finally:
+                plt.close("all")
+    client.log_artifact(parent_id, str(tune.out_dir / "trials.csv"))
+    (tune.out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def tune_study(base: TrainParams, tune: TuneParams, tracking: TrackingParams, n_trials: int | None = None,
+               worker: int = 0) -> dict:
+    study = open_study(tune, seed_offset=worker)
+    study.set_user_attr("objective", tune.objective)
+    parent_id = parent_run(study, tracking)
+    objective = make_objective(base, tune, tracking, parent_id)
+    study.optimize(objective, n_trials=n_trials if n_trials is not None else tune.n_trials,
+                   timeout=tune.timeout_s, catch=(ValueError,), gc_after_trial=True)
+    return summarise_study(study, tune, tracking, parent_id)

@@ -1,0 +1,51 @@
+"""The Optuna study on tiny data: resumable, tracked as nested MLflow runs, feeding train."""
+
+import mlflow
+import optuna
+import pytest
+import yaml
+
+from her2pcr.training.fit import resolve_params
+from her2pcr.tuning.study import PARENT_ATTR, open_study, tune_study
+from tests.conftest import tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def setup(tiny_processed, tmp_path):
+    params = tiny_params()
+    train = params.train.model_copy(update={"processed_dir": tiny_processed,
+                                            "best_params_file": tmp_path / "tune" / "best.yaml"})
+    tune = params.tune.model_copy(update={"storage": f"sqlite:///{tmp_path / 'tune' / 'study.db'}",
+                                          "out_dir": tmp_path / "tune", "epochs": 1})
+    tracking = params.tracking.model_copy(update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                                                  "artifact_root": tmp_path / "artifacts"})
+    return train, tune, tracking
+
+
+def test_a_resumed_study_keeps_its_trials_and_continues_numbering(setup):
+    train, tune, tracking = setup
+    first = tune_study(train, tune, tracking, n_trials=2)
+    second = tune_study(train, tune, tracking, n_trials=1)
+    assert first["trials"] == 2 and second["trials"] == 3
+    study = open_study(tune)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_trials_are_nested_mlflow_runs_and_best_yaml_feeds_train(setup):
+    train, tune, tracking = setup
+    summary = tune_study(train, tune, tracking, n_trials=2)
+    parent = open_study(tune).user_attrs[PARENT_ATTR]
+    client = mlflow.MlflowClient(tracking.uri)
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.tags["optuna_trial"] for r in children) == ["0", "1"]
+    assert all(r.data.tags["trial_state"] == "COMPLETE" for r in children)
+    assert all(len(client.get_metric_history(r.info.run_id, "val_patient_auc")) == 1 for r in children)
+    assert "figures" in {a.path for a in client.list_artifacts(parent)}
+    best = yaml.safe_load(tune.out_dir.joinpath("best.yaml").read_text())
+    resolved, source = resolve_params(train)
+    assert source.endswith("best.yaml") and resolved.phases == best["phases"]
+    assert summary["best_value"] == pytest.approx(open_study(tune).best_value)
