@@ -131,5 +131,15 @@ def evaluate(params_file: Path = typer.Option(config.PARAMS_FILE, help="Paramete
     typer.echo("evaluate: " + "; ".join(parts))
 
 
+@app.command()
+def report(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
+    """Regenerate the study's tables and figures from this run as reports/report.md and report.html."""
+    from her2pcr.report.stage import write_report
+
+    params = config.load_params(params_file)
+    md_path, html_path = write_report(params.report, params.tracking)
+    typer.echo(f"report: {md_path} and {html_path}")
+
+
 if __name__ == "__main__":
     app()

@@ -265,6 +265,18 @@ class EvaluateParams(Strict):
     truth_file: Path | None = None
 
 
+class ReportParams(Strict):
+    interim_dir: Path
+    evaluate_metrics: Path
+    predictions_file: Path
+    trials_file: Path
+    figures_dir: Path
+    pk_search_file: Path | None = None
+    truth_file: Path | None = None
+    cohorts: list[str]
+    out_dir: Path
+
+
 class Params(Strict):
     """The whole params.yaml; each stage reads only its own sections."""
 
@@ -275,6 +287,7 @@ class Params(Strict):
     train: TrainParams
     tracking: TrackingParams
     tune: TuneParams
+    report: ReportParams
     evaluate: EvaluateParams
 
 

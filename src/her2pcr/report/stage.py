@@ -1,0 +1,96 @@
+"""The report stage: reports/report.md and report.html regenerating the study's tables and figures."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from her2pcr.config import ReportParams, TrackingParams
+from her2pcr.report import tables
+
+
+def _section(title: str, text: str, table: pd.DataFrame | None = None, index: bool = False) -> str:
+    body = f"## {title}\n\n{text}\n\n"
+    if table is not None:
+        body += (table.to_markdown(index=index) if not table.empty else "_no rows_") + "\n\n"
+    return body
+
+
+def _figure(path: Path, relative_to: Path, caption: str) -> str:
+    return f"![{caption}]({os.path.relpath(path, relative_to)})\n\n*{caption}*\n\n"
+
+
+def build_report(params: ReportParams) -> str:
+    clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
+    acquisition = pd.read_parquet(params.interim_dir / "acquisition.parquet").set_index("patient_id")
+    evaluation = json.loads(params.evaluate_metrics.read_text(encoding="utf-8"))
+    predictions = pd.read_csv(params.predictions_file).set_index("patient_id")
+    trials = pd.read_csv(params.trials_file) if params.trials_file.exists() else pd.DataFrame(
+        columns=["state", "params_phases", "value"])
+    cohorts = list(params.cohorts)
+    synthetic = params.truth_file is not None and params.truth_file.exists()
+    out = params.out_dir
+    text = [f"# her2pcr report\n\nGenerated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from this run's data "
+            f"({len(clinical)} patients; model run `{evaluation['model_run_id']}`). Research use only.\n\n"]
+    if synthetic:
+        text.append("The data are **synthetic** (simulator); the `oracle` model is the simulator's true pCR "
+                    "probability of each patient, an upper bound no model can exceed on average.\n\n")
+    text.append(_section("Table 1. Clinical variables", "Counts per cohort and outcome; age and longest "
+                         "diameter as mean [range].", tables.table1_clinical(clinical, cohorts), index=True))
+    text.append(_section("Table 2. CNN phase inputs in the validation set",
+                         "Best and median patient-level validation AUC of the search trials per phase-input "
+                         "configuration (Optuna study of the tune stage).", tables.table2_phase_inputs(trials)))
+    text.append(_section("Figure 1 and AUCs. Models per cohort",
+                         "AUC with DeLong 95 % CI, stratified bootstrap CI (1000 resamples), DeLong test against "
+                         "0.5, paired DeLong test against the CNN; accuracy, sensitivity and specificity at 0.5.",
+                         tables.auc_table(evaluation, cohorts)))
+    for cohort in cohorts:
+        figure = params.figures_dir / f"roc_{cohort}.png"
+        if figure.exists():
+            text.append(_figure(figure, out, f"ROC curves, {cohort}"))
+    text.append(_section("Table 3. CNN outputs and acquisition parameters",
+                         "Spearman correlation of the CNN's patient probability with each acquisition parameter "
+                         "in the testing cohorts, Benjamini-Hochberg adjusted within each cohort.",
+                         tables.table3_acquisition_correlation(predictions, acquisition, cohorts[2:])))
+    text.append(_section("Table 4. Acquisition parameters", "Median [range] (n with the value in DICOM).",
+                         tables.table4_acquisition(acquisition, clinical.cohort), index=True))
+    text.append(_section("Supplementary Table 1. Accuracy by hormone-receptor status",
+                         "Correctly identified pCR and non-pCR patients (k/n) at 0.5.",
+                         tables.subset_table(evaluation, "hormone_receptor")))
+    text.append(_section("Supplementary Table 2. Accuracy by field strength", "As Supplementary Table 1.",
+                         tables.subset_table(evaluation, "field_strength")))
+    if params.pk_search_file is not None and params.pk_search_file.exists():
+        search = pd.read_csv(params.pk_search_file)
+        text.append(_section("Supplementary Table 6. PK model search",
+                             "Best configuration per classifier by cross-validation in D1, with its D2 AUC.",
+                             search))
+    gradcams = sorted((params.figures_dir / "gradcam").glob("*.png"))
+    text.append("## Figure 3. Guided Grad-CAM\n\nMost confident correct pCR and non-pCR per cohort; each "
+                "column is one phase branch.\n\n")
+    text += [_figure(path, out, path.stem) for path in gradcams]
+    return "".join(text)
+
+
+def write_report(params: ReportParams, tracking: TrackingParams) -> tuple[Path, Path]:
+    import markdown
+    import mlflow
+
+    text = build_report(params)
+    params.out_dir.mkdir(parents=True, exist_ok=True)
+    md_path, html_path = params.out_dir / "report.md", params.out_dir / "report.html"
+    md_path.write_text(text, encoding="utf-8")
+    body = markdown.markdown(text, extensions=["tables"])
+    html_path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>her2pcr report</title>"
+                         "<style>body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:"
+                         "collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:45em}"
+                         f"</style></head><body>{body}</body></html>", encoding="utf-8")
+    evaluation = json.loads(params.evaluate_metrics.read_text(encoding="utf-8"))
+    mlflow.set_tracking_uri(tracking.uri)
+    client = mlflow.MlflowClient(tracking.uri)
+    for path in (md_path, html_path):
+        client.log_artifact(evaluation["model_run_id"], str(path), "report")
+    return md_path, html_path

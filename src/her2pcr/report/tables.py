@@ -1,0 +1,131 @@
+"""Tables of the reference study, each a DataFrame computed from this run's outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+ACQUISITION_ROWS = {
+    "field_strength_t": "Field strength, T", "pixel_spacing_mm": "Pixel spacing, mm",
+    "slice_thickness_mm": "Slice thickness, mm", "repetition_time_ms": "TR, ms", "echo_time_ms": "TE, ms",
+    "phase_encoding_steps": "Phase-encoding steps", "percent_sampling": "Percent sampling",
+    "flip_angle_deg": "Flip angle, deg", "bolus_volume_ml": "Bolus volume, ml",
+    "n_post_phases": "Post-contrast phases", "mean_time_between_phases_s": "Time between phases, s",
+}
+CORRELATED = ["pixel_spacing_mm", "slice_thickness_mm", "repetition_time_ms", "echo_time_ms",
+              "phase_encoding_steps", "percent_sampling", "flip_angle_deg", "bolus_volume_ml"]
+
+
+def _median_range(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "n/a"
+    return f"{values.median():.3g} [{values.min():.3g}-{values.max():.3g}] (n={len(values)})"
+
+
+def _mean_range(values: pd.Series) -> str:
+    values = values.dropna()
+    return f"{values.mean():.1f} [{values.min():.0f}-{values.max():.0f}]" if len(values) else "n/a"
+
+
+def table1_clinical(clinical: pd.DataFrame, cohorts: list[str]) -> pd.DataFrame:
+    """Table 1: clinical variables per cohort and outcome."""
+    columns = {}
+    for cohort in cohorts:
+        for label, outcome in (("pCR", 1), ("non-pCR", 0)):
+            group = clinical[(clinical.cohort == cohort) & (clinical.pcr == outcome)]
+            hr_negative = (group.er == "negative") & (group.pr == "negative")
+            columns[f"{cohort} {label} (n={len(group)})"] = {
+                "Age, years: mean [range]": _mean_range(group.age),
+                "Longest diameter, mm: mean [range]": _mean_range(group.longest_diameter_mm),
+                "ER positive": f"{(group.er == 'positive').sum()}",
+                "PR positive": f"{(group.pr == 'positive').sum()}",
+                "ER/PR negative": f"{hr_negative.sum()}",
+                "Lymph node positive": f"{(group.lymph_node == 'positive').sum()}",
+                **{f"Stage {s}": f"{(group.stage == s).sum()}" for s in ("I", "II", "III", "IV")},
+                **{f"Regimen {r}": f"{(group.regimen == r).sum()}" for r in sorted(clinical.regimen.dropna().unique())},
+            }
+    return pd.DataFrame(columns)
+
+
+def table2_phase_inputs(trials: pd.DataFrame) -> pd.DataFrame:
+    """Table 2: validation AUC of each CNN phase-input configuration (best complete trial of the search)."""
+    done = trials[trials.state == "COMPLETE"].copy()
+    if done.empty:
+        return pd.DataFrame(columns=["phase inputs", "trials", "best validation AUC", "median validation AUC"])
+    grouped = done.groupby("params_phases").value
+    table = pd.DataFrame({"trials": grouped.size(), "best validation AUC": grouped.max().round(3),
+                          "median validation AUC": grouped.median().round(3)})
+    table.index.name = "phase inputs"
+    return table.sort_values("best validation AUC", ascending=False).reset_index()
+
+
+def table3_acquisition_correlation(predictions: pd.DataFrame, acquisition: pd.DataFrame,
+                                   cohorts: list[str]) -> pd.DataFrame:
+    """Table 3: Spearman correlation of CNN outputs with each acquisition parameter, BH-adjusted per cohort."""
+    joined = predictions.join(acquisition, how="inner")
+    rows = []
+    for cohort in cohorts:
+        group = joined[joined.cohort == cohort]
+        results = []
+        for column in CORRELATED:
+            pair = group[["probability", column]].dropna()
+            if len(pair) < 4 or pair[column].nunique() < 2:
+                results.append((column, len(pair), np.nan, np.nan))
+                continue
+            rho, p = stats.spearmanr(pair.probability, pair[column])
+            results.append((column, len(pair), rho, p))
+        pvalues = np.array([r[3] for r in results], dtype=float)
+        adjusted = np.full(len(pvalues), np.nan)
+        finite = np.isfinite(pvalues)
+        if finite.any():
+            adjusted[finite] = multipletests(pvalues[finite], method="fdr_bh")[1]
+        for (column, n, rho, p), q in zip(results, adjusted, strict=True):
+            rows.append({"cohort": cohort, "parameter": ACQUISITION_ROWS[column], "n": n,
+                         "Spearman r": round(rho, 3) if np.isfinite(rho) else np.nan,
+                         "p": round(p, 3) if np.isfinite(p) else np.nan,
+                         "BH-adjusted p": round(q, 3) if np.isfinite(q) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def table4_acquisition(acquisition: pd.DataFrame, cohorts: pd.Series) -> pd.DataFrame:
+    """Table 4: acquisition parameters per cohort, median [range]."""
+    joined = acquisition.join(cohorts)
+    out = {}
+    for cohort, group in joined.groupby("cohort"):
+        column = {label: _median_range(group[name]) for name, label in ACQUISITION_ROWS.items()}
+        column["Field strength 1.5 T / 3 T"] = (f"{(group.field_strength_t < 2).sum()} / "
+                                               f"{(group.field_strength_t >= 2).sum()}")
+        column["Timing tags present"] = f"{int(group.timing_present.sum())} of {len(group)}"
+        out[f"{cohort} (n={len(group)})"] = column
+    return pd.DataFrame(out)
+
+
+def subset_table(evaluation: dict, key: str) -> pd.DataFrame:
+    """Supplementary Tables 1-2: correctly identified pCR and non-pCR per subgroup and cohort."""
+    rows = []
+    for cohort, data in evaluation["cohorts"].items():
+        for group, row in data.get("subsets", {}).get(key, {}).items():
+            rows.append({"cohort": cohort, key.replace("_", " "): group, "pCR identified": row["pcr_identified"],
+                         "non-pCR identified": row["non_pcr_identified"],
+                         "accuracy": None if row["accuracy"] is None else round(row["accuracy"], 3)})
+    return pd.DataFrame(rows)
+
+
+def auc_table(evaluation: dict, cohorts: list[str]) -> pd.DataFrame:
+    """AUC [DeLong 95 % CI] of every model per cohort, with the paired DeLong p-value against the CNN."""
+    rows = []
+    for cohort in cohorts:
+        data = evaluation["cohorts"].get(cohort, {})
+        for model, s in data.get("models", {}).items():
+            paired = data.get("paired_delong_vs_cnn", {}).get(model, {})
+            rows.append({"cohort": cohort, "model": model, "n": s["n"],
+                         "AUC [95 % CI]": f"{s['auc']:.3f} [{s['delong_ci_low']:.3f}-{s['delong_ci_high']:.3f}]",
+                         "bootstrap CI": f"{s['bootstrap_ci_low']:.3f}-{s['bootstrap_ci_high']:.3f}",
+                         "p (AUC=0.5)": round(s["delong_p_value"], 4),
+                         "p vs CNN (paired DeLong)": round(paired["p_value"], 4) if paired else None,
+                         "accuracy": round(s["accuracy"], 3), "sensitivity": round(s["sensitivity"], 3),
+                         "specificity": round(s["specificity"], 3)})
+    return pd.DataFrame(rows)
