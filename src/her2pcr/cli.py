@@ -80,6 +80,31 @@ def preprocess(
                f"in {time.perf_counter() - start:.1f} s -> {params.out_dir}")
 
 
+@app.command("pk-features")
+def pk_features(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
+    """The 48 semi-quantitative PK features of each exam with timing (others listed with the reason)."""
+    from her2pcr.features.stage import pk_feature_table
+
+    params = config.load_params(params_file).pk
+    features, skipped = pk_feature_table(params.interim_dir, params.threshold_percent, params.workers)
+    params.out_dir.mkdir(parents=True, exist_ok=True)
+    features.reset_index().to_parquet(params.out_dir / "pk.parquet", index=False)
+    skipped.to_csv(params.out_dir / "skipped.csv", index=False)
+    typer.echo(f"pk_features: {len(features)} exams with 48 features, {len(skipped)} skipped "
+               f"(reasons in {params.out_dir / 'skipped.csv'})")
+
+
+@app.command()
+def baselines(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
+    """Clinical models (univariate tests in D1, logistic regressions) and the PK model search."""
+    from her2pcr.baselines.stage import run_baselines
+
+    metrics = run_baselines(config.load_params(params_file).baselines)
+    chosen = metrics["pk_chosen"]
+    typer.echo(f"baselines: significant clinical variables {metrics['significant_variables']}; PK model "
+               f"{chosen['classifier']} on {chosen['n_features']} features by {chosen['ranking']}")
+
+
 @app.command()
 def train(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
     """Train the multi-input CNN (hyperparameters from params.yaml, or the tune result file when present)."""

@@ -261,8 +261,35 @@ class EvaluateParams(Strict):
     figures_dir: Path
     predictions_file: Path
     gradcam_per_cohort: int = Field(ge=0)
+    baselines_dir: Path | None = None  # clinical and PK predictions to compare with; None = CNN only
     # Synthetic data only: the simulator's hidden truth, for an oracle column next to the models.
     truth_file: Path | None = None
+
+
+class PKParams(Strict):
+    """Semi-quantitative PK features (Supplementary Table 5) of the tumour mask inside the box."""
+
+    interim_dir: Path
+    out_dir: Path  # pk.parquet and skipped.csv
+    threshold_percent: float = Field(gt=0)  # early percent enhancement that marks a tumour voxel
+    workers: int = Field(ge=1)
+
+
+class BaselinesParams(Strict):
+    """Clinical and PK comparison models (sections 2.2, 4.5; Supplementary Table 6)."""
+
+    interim_dir: Path
+    pk_dir: Path
+    out_dir: Path
+    metrics_file: Path
+    train_cohort: str
+    validation_cohort: str
+    alpha: float = Field(gt=0, lt=1)
+    n_features: tuple[int, int]  # smallest and largest number of top-ranked PK features
+    cv_folds: int = Field(ge=2)
+    n_trees: int = Field(ge=1)
+    n_bootstrap: int = Field(ge=100)
+    seed: int
 
 
 class ReportParams(Strict):
@@ -272,6 +299,7 @@ class ReportParams(Strict):
     trials_file: Path
     figures_dir: Path
     pk_search_file: Path | None = None
+    baselines_file: Path | None = None
     truth_file: Path | None = None
     cohorts: list[str]
     out_dir: Path
@@ -287,6 +315,8 @@ class Params(Strict):
     train: TrainParams
     tracking: TrackingParams
     tune: TuneParams
+    pk: PKParams
+    baselines: BaselinesParams
     report: ReportParams
     evaluate: EvaluateParams
 

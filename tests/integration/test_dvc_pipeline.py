@@ -45,7 +45,7 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(workspace):
     run(["dvc", "repro"], workspace)
     out = workspace / "data" / "raw" / "synthetic"
     clinical = pd.read_csv(out / "clinical.csv")
-    assert len(clinical) == 15
+    assert len(clinical) == 21
     assert len(list((out / "dicom").rglob("*.dcm"))) > 100
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(yaml.safe_load((workspace / "dvc.yaml").read_text())["stages"])
@@ -85,10 +85,23 @@ def test_training_run_is_tracked_in_mlflow(workspace):
     summary = json.loads((workspace / "models" / "cnn" / "run.json").read_text())
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
     tracked = client.get_run(summary["run_id"])
-    assert tracked.data.params["phases"] == json.dumps(["pre", "post3"])
+    best = yaml.safe_load((workspace / "models" / "tune" / "best.yaml").read_text())
+    assert tracked.data.params["phases"] == json.dumps(best["phases"])  # train used the search result
+    assert tracked.data.tags["hyperparameters_from"].endswith("best.yaml")
     assert {"git_commit", "data_version", "params_hash", "phases"} <= set(tracked.data.tags)
     assert len(client.get_metric_history(tracked.info.run_id, "loss")) == summary["epochs"]
     assert "D2_auc" in tracked.data.metrics
     artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id)}
     assert {"figures", "evaluation", "training"} <= artifacts
     assert client.search_logged_models(experiment_ids=[tracked.info.experiment_id])
+
+
+def test_report_renders_every_table(workspace):
+    run(["dvc", "repro"], workspace)
+    report = (workspace / "reports" / "report.md").read_text()
+    for heading in ("Table 1.", "Table 2.", "Table 3.", "Table 4.", "Supplementary Table 1.",
+                    "Supplementary Table 2.", "Supplementary Table 6.", "Figure 1", "Figure 3.",
+                    "Clinical variables in D1", "CNN + clinical model"):
+        assert f"## {heading}" in report, heading
+    assert "oracle" in report and "pk" in report and "clinical_significant" in report
+    assert (workspace / "reports" / "report.html").read_text().count("<table>") >= 8

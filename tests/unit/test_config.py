@@ -35,7 +35,7 @@ def test_profile_merges_overrides_and_keeps_comments(tmp_path):
     params.write_text((REPO / "params.yaml").read_text())
     config.apply_profile("tiny", params, REPO / "conf" / "profiles")
     merged = config.load_params(params).simulate
-    assert merged.matrix == 64 and merged.cohorts["inst1"].n == 8
+    assert merged.matrix == 64 and merged.cohorts["inst1"].n == 14
     assert merged.truth == config.load_params(REPO / "params.yaml").simulate.truth
     assert "# Single source of truth" in params.read_text()
 

@@ -15,8 +15,8 @@ def test_every_mlproject_parameter_reaches_its_command():
     commands = set(get_command(app).commands)
     for name, entry in project["entry_points"].items():
         command = entry["command"]
-        assert command.split()[:2] == ["her2pcr", name]
-        assert name in commands
+        assert command.split()[:2] == ["her2pcr", name.replace("_", "-")]
+        assert name.replace("_", "-") in commands
         assert set(re.findall(r"{(\w+)}", command)) == set(entry.get("parameters", {}))
 
 
@@ -25,6 +25,6 @@ def test_every_dvc_stage_is_a_cli_command_reading_a_params_section():
     commands = set(get_command(app).commands)
     sections = set(load_params(REPO / "params.yaml").model_fields_set)
     for name, stage in stages.items():
-        assert stage["cmd"].split()[:2] == ["her2pcr", name]
-        assert name in commands
+        assert stage["cmd"].split()[:2] == ["her2pcr", name.replace("_", "-")]
+        assert name.replace("_", "-") in commands
         assert set(stage["params"]) <= sections

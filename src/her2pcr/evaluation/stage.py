@@ -20,9 +20,11 @@ from her2pcr.stats.subsets import outputs_ttest, subset_accuracy  # noqa: E402
 
 log = logging.getLogger(__name__)
 MODEL = "cnn"
-# Score columns compared with the CNN on the same patients: receptor status is the clinical
-# reference of the study's subset analysis; the oracle exists only for synthetic data.
-REFERENCES = {"receptor_status": "receptor_score", "oracle": "oracle"}
+# Score columns compared with the CNN on the same patients: the baselines stage's clinical and PK
+# models, the CNN + clinical model fitted here, receptor status (the clinical reference of the study's
+# subset analysis) and, for synthetic data only, the oracle.
+REFERENCES = {"clinical_significant": "clinical_significant", "clinical_all": "clinical_all", "pk": "pk",
+              "cnn_clinical": "cnn_clinical", "receptor_status": "receptor_score", "oracle": "oracle"}
 
 
 def cohort_statistics(frame: pd.DataFrame, params: EvaluateParams) -> dict:
@@ -34,15 +36,22 @@ def cohort_statistics(frame: pd.DataFrame, params: EvaluateParams) -> dict:
         return out
     scores = {MODEL: frame.probability}
     scores.update({name: frame[column] for name, column in REFERENCES.items() if column in frame})
-    out["models"] = {name: summarise(y, s.to_numpy(), params.n_bootstrap, params.seed, params.threshold)
-                     if name == MODEL else summarise(y, s.to_numpy(), params.n_bootstrap, params.seed, 0.5)
-                     for name, s in scores.items()}
-    out["paired_delong_vs_cnn"] = {}
-    for name, s in scores.items():
+    out["models"], out["paired_delong_vs_cnn"], out["not_scored"] = {}, {}, {}
+    for name, score in scores.items():
+        # A model may not score every patient (the PK model needs timing): compare on those it scores.
+        rows = score.notna().to_numpy()
+        y_rows = y[rows]
+        if min(y_rows.sum(), len(y_rows) - y_rows.sum()) < 2:
+            out["not_scored"][name] = f"scores {int(rows.sum())} of {len(y)} patients: too few per class"
+            continue
+        if not rows.all():
+            out["not_scored"][name] = f"scores {int(rows.sum())} of {len(y)} patients"
+        out["models"][name] = summarise(y_rows, score.to_numpy()[rows], params.n_bootstrap, params.seed,
+                                        params.threshold)
         if name != MODEL:
-            result = delong_paired(y, frame.probability.to_numpy(), s.to_numpy())
-            out["paired_delong_vs_cnn"][name] = {"auc_difference": result.difference, "z": _finite(result.z),
-                                                  "p_value": result.p_value}
+            result = delong_paired(y_rows, frame.probability.to_numpy()[rows], score.to_numpy()[rows])
+            out["paired_delong_vs_cnn"][name] = {"n": int(rows.sum()), "auc_difference": result.difference,
+                                                  "z": _finite(result.z), "p_value": result.p_value}
     out["subsets"] = {}
     for column in ("hormone_receptor", "field_strength"):
         table = subset_accuracy(frame, column, prob_column="probability", threshold=params.threshold)
@@ -50,6 +59,19 @@ def cohort_statistics(frame: pd.DataFrame, params: EvaluateParams) -> dict:
     out["subsets"]["ttest_by_hormone_receptor"] = _records(outputs_ttest(frame, "hormone_receptor",
                                                                          prob_column="probability"))
     return out
+
+
+def _json_safe(value):
+    """NaN/inf -> None and numpy scalars -> Python, recursively (regression tables can hold NaN)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _finite(value: float) -> float | None:
@@ -69,9 +91,10 @@ def roc_outputs(frame: pd.DataFrame, cohort: str, params: EvaluateParams, stats:
         return None
     params.plots_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    columns = {MODEL: "probability", **{k: v for k, v in REFERENCES.items() if v in frame}}
+    columns = {MODEL: "probability", **{k: v for k, v in REFERENCES.items() if k in stats["models"]}}
     for name, column in columns.items():
-        points = roc_curve_points(frame.pcr.to_numpy(), frame[column].to_numpy())
+        scored = frame[frame[column].notna()]
+        points = roc_curve_points(scored.pcr.to_numpy(), scored[column].to_numpy())
         points.replace([float("inf")], 1.0).to_csv(params.plots_dir / f"{cohort}_{name}.csv", index=False)
         summary = stats["models"][name]
         label = f"{name}: AUC {summary['auc']:.2f} [{summary['delong_ci_low']:.2f}-{summary['delong_ci_high']:.2f}]"
@@ -118,6 +141,40 @@ def gradcam_figures(model, predictions: pd.DataFrame, params: EvaluateParams) ->
     return paths
 
 
+def add_baselines(predictions: pd.DataFrame, params: EvaluateParams) -> tuple[pd.DataFrame, dict]:
+    """Clinical and PK scores of the baselines stage, and the CNN + clinical model fitted on the validation
+    cohort from the CNN score and the significant clinical variables (section 2.2)."""
+    from her2pcr.baselines.combined import fit_cnn_clinical, independent_association, predict_combined
+
+    if params.baselines_dir is None:
+        return predictions, {}
+    baselines = pd.read_csv(params.baselines_dir / "predictions.csv").set_index("patient_id")
+    description = json.loads((params.baselines_dir / "baselines.json").read_text(encoding="utf-8"))
+    out = predictions.join(baselines[["clinical_significant", "clinical_all", "pk"]])
+    clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
+    frame = clinical.loc[out.index].assign(cnn_probability=out.probability)
+    variables = description["significant_variables"]
+    train = frame[frame.cohort == description["validation_cohort"]]
+    try:
+        combined = fit_cnn_clinical(train, variables)
+    except ValueError as error:  # e.g. a validation cohort too small for the regression
+        log.warning("CNN + clinical model not fitted: %s", error)
+        return out, {"fitted_on": description["validation_cohort"], "variables": variables,
+                     "not_fitted": str(error)}
+    out["cnn_clinical"] = predict_combined(combined, frame)
+    externals = [c for c in params.cohorts if c not in (description["train_cohort"], description["validation_cohort"])]
+    refits = []
+    for cohort in externals:  # the study's per-cohort p-values come from refitting within each testing cohort
+        try:
+            refits += independent_association(frame, variables, cohorts=[cohort]).to_dict(orient="records")
+        except ValueError as error:
+            refits.append({"cohort": cohort, "not_fitted": str(error)})
+    summary = {"fitted_on": description["validation_cohort"], "variables": variables, "method": combined.method,
+               "notes": combined.notes, "coefficients": combined.coefficients.to_dict(orient="records"),
+               "within_cohort_refits": refits}
+    return out, summary
+
+
 def evaluate(params: EvaluateParams, tracking: TrackingParams) -> dict:
     import keras
     import mlflow
@@ -126,7 +183,9 @@ def evaluate(params: EvaluateParams, tracking: TrackingParams) -> dict:
     training = json.loads((params.model_dir / "training.json").read_text(encoding="utf-8"))
     predictions, left_out = predict_cohorts(model, params.processed_dir, params.cohorts)
     predictions = add_covariates(predictions, params.interim_dir, params.truth_file)
-    metrics: dict = {"model_run_id": training["run_id"], "not_evaluated": left_out, "cohorts": {}}
+    predictions, combined = add_baselines(predictions, params)
+    metrics: dict = {"model_run_id": training["run_id"], "not_evaluated": left_out, "cnn_clinical": combined,
+                     "cohorts": {}}
     figures = []
     for cohort in params.cohorts:
         frame = predictions[predictions.cohort == cohort]
@@ -140,7 +199,7 @@ def evaluate(params: EvaluateParams, tracking: TrackingParams) -> dict:
             figures.append(figure)
     figures += gradcam_figures(model, predictions, params)
     params.metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    params.metrics_file.write_text(json.dumps(metrics, indent=1, allow_nan=False), encoding="utf-8")
+    params.metrics_file.write_text(json.dumps(_json_safe(metrics), indent=1, allow_nan=False), encoding="utf-8")
     predictions.drop(columns=["receptor_score"]).reset_index().to_csv(params.predictions_file, index=False)
 
     mlflow.set_tracking_uri(tracking.uri)

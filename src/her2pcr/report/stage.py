@@ -63,11 +63,24 @@ def build_report(params: ReportParams) -> str:
                          tables.subset_table(evaluation, "hormone_receptor")))
     text.append(_section("Supplementary Table 2. Accuracy by field strength", "As Supplementary Table 1.",
                          tables.subset_table(evaluation, "field_strength")))
+    if params.baselines_file is not None and params.baselines_file.exists():
+        baselines = json.loads(params.baselines_file.read_text(encoding="utf-8"))
+        text.append(_section("Clinical variables in D1", "Univariate tests (Wilcoxon rank-sum for age and longest "
+                             f"diameter, chi-squared otherwise); significant at 0.05: "
+                             f"{', '.join(baselines['significant_variables']) or 'none'}.",
+                             pd.DataFrame(baselines["univariate_tests"])))
+    combined = evaluation.get("cnn_clinical", {})
+    if combined.get("coefficients"):
+        text.append(_section("CNN + clinical model", f"Logistic regression fitted on {combined['fitted_on']} "
+                             f"({combined['method']}); Wald p-values.", pd.DataFrame(combined["coefficients"])))
+    elif combined:
+        text.append(_section("CNN + clinical model", f"Not fitted: {combined.get('not_fitted')}"))
     if params.pk_search_file is not None and params.pk_search_file.exists():
         search = pd.read_csv(params.pk_search_file)
+        best = search[search.best_for_classifier].drop(columns=["best_for_classifier"])
         text.append(_section("Supplementary Table 6. PK model search",
-                             "Best configuration per classifier by cross-validation in D1, with its D2 AUC.",
-                             search))
+                             "Best ranking and number of features per classifier by cross-validated AUC in D1, "
+                             "with its D2 AUC; `chosen` marks the final PK model (best D2 AUC).", best))
     gradcams = sorted((params.figures_dir / "gradcam").glob("*.png"))
     text.append("## Figure 3. Guided Grad-CAM\n\nMost confident correct pCR and non-pCR per cohort; each "
                 "column is one phase branch.\n\n")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
+import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +29,7 @@ def open_study(tune: TuneParams, seed_offset: int = 0) -> optuna.Study:
     """Create or load the study; a worker that stops beating for `heartbeat_s` has its trial failed."""
     if tune.storage.startswith("sqlite:///"):
         Path(tune.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(tune.storage, heartbeat_interval=tune.heartbeat_s,
-                                         grace_period=2 * tune.heartbeat_s)
+    storage = _rdb_storage(tune)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
                                           n_warmup_steps=tune.pruner_warmup_epochs)
               if tune.pruning else optuna.pruners.NopPruner())
@@ -37,19 +40,55 @@ def open_study(tune: TuneParams, seed_offset: int = 0) -> optuna.Study:
     return study
 
 
+def _rdb_storage(tune: TuneParams, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """Workers started together on an empty database race to create Optuna's tables (optuna#1092): retry."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(tune.storage, heartbeat_interval=tune.heartbeat_s,
+                                              grace_period=2 * tune.heartbeat_s)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random())
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _study_lock(study: optuna.Study):
+    """Serialise workers of one study on a PostgreSQL storage (a session advisory lock); no-op elsewhere."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    engine = getattr(storage, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(f"her2pcr:{study.study_name}".encode()).digest()[:8], "big", signed=True)
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            connection.commit()
+
+
 def parent_run(study: optuna.Study, tracking: TrackingParams) -> str:
     """The study's MLflow parent run, created by the first worker and shared through the study."""
     import mlflow
 
-    existing = study.user_attrs.get(PARENT_ATTR)
-    if existing:
-        return existing
-    experiment_id = setup_mlflow(tracking.uri, tracking.experiment, tracking.artifact_root)
-    run = mlflow.MlflowClient(tracking.uri).create_run(
-        experiment_id, run_name=f"tune-{study.study_name}",
-        tags={"stage": "tune", "optuna_study": study.study_name, "git_commit": git_commit()})
-    study.set_user_attr(PARENT_ATTR, run.info.run_id)
-    return run.info.run_id
+    with _study_lock(study):  # else two workers starting together may each create a parent (and experiment)
+        existing = study.user_attrs.get(PARENT_ATTR)
+        if existing:
+            return existing
+        experiment_id = setup_mlflow(tracking.uri, tracking.experiment, tracking.artifact_root)
+        run = mlflow.MlflowClient(tracking.uri).create_run(
+            experiment_id, run_name=f"tune-{study.study_name}",
+            tags={"stage": "tune", "optuna_study": study.study_name, "git_commit": git_commit()})
+        study.set_user_attr(PARENT_ATTR, run.info.run_id)
+        return run.info.run_id
 
 
 def cv_splits(base: TrainParams, tune: TuneParams, cohorts: list[str]) -> list[tuple[list[str], list[str]]]:

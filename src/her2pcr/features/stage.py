@@ -1,0 +1,66 @@
+"""PK feature table: interim exams -> 48 semi-quantitative PK features per exam with phase timing.
+
+Exams the features cannot be computed for (no phase timing, an empty tumour mask, a missing exam file, ...)
+are listed in a second table with the reason; no exam is dropped silently, so
+``len(features) + len(skipped) == len(clinical)``.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from her2pcr.features.pk import FEATURE_NAMES, PKError, check_times, pk_features
+
+BOX_COLUMNS = ["row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end"]
+SKIPPED_COLUMNS = ["patient_id", "reason"]
+
+Job = tuple[str, Path, tuple[int, ...], float]
+Result = tuple[str, dict[str, float] | None, str | None]
+
+
+def exam_features(job: Job) -> Result:
+    """(patient_id, features, None) or (patient_id, None, reason)."""
+    pid, exam_path, box, threshold_percent = job
+    if not exam_path.exists():
+        return pid, None, f"interim exam file not found: {exam_path.name}"
+    try:
+        with np.load(exam_path) as exam:
+            times = exam["phase_times_s"]
+            n_phases = int(exam["phase_names"].shape[0]) if "phase_names" in exam.files else times.shape[0]
+            check_times(times, n_phases)            # before decompressing the image
+            image, spacing = exam["image"], exam["spacing_mm"]
+        return pid, pk_features(image, times, box, spacing, threshold_percent), None
+    except PKError as error:
+        return pid, None, str(error)
+
+
+def pk_feature_table(interim_dir: Path, threshold_percent: float,
+                     workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(features, skipped) for every exam of ``interim_dir/clinical.parquet``.
+
+    features: indexed by patient_id; columns cohort, pcr, then ``FEATURE_NAMES`` (48, float).
+    skipped: columns patient_id, reason.
+    """
+    interim_dir = Path(interim_dir)
+    clinical = pd.read_parquet(interim_dir / "clinical.parquet").set_index("patient_id")
+    jobs: list[Job] = [(str(pid), interim_dir / "exams" / f"{pid}.npz", tuple(int(row[c]) for c in BOX_COLUMNS),
+                        float(threshold_percent)) for pid, row in clinical.iterrows()]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(exam_features, jobs))
+    else:
+        results = [exam_features(job) for job in jobs]
+
+    rows = {pid: features for pid, features, _ in results if features is not None}
+    skipped = pd.DataFrame([{"patient_id": pid, "reason": reason} for pid, features, reason in results
+                            if features is None], columns=SKIPPED_COLUMNS)
+    kept = [pid for pid in clinical.index if pid in rows]
+    values = pd.DataFrame([rows[pid] for pid in kept], index=pd.Index(kept, name="patient_id"),
+                          columns=list(FEATURE_NAMES), dtype=np.float64)
+    features = clinical.loc[kept, ["cohort", "pcr"]].join(values)
+    features.index.name = "patient_id"
+    return features, skipped
