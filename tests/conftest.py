@@ -11,12 +11,17 @@ from her2pcr.config import Params, SimulateParams, deep_merge, read_yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def profile_simulate_params(profile: str, out_dir: Path, **updates) -> SimulateParams:
-    """The simulate section of a profile, writing to ``out_dir``."""
+def profile_params(profile: str) -> Params:
+    """params.yaml with a profile's overrides merged in (``default`` = params.yaml as committed)."""
     merged = read_yaml(REPO / "params.yaml")
     if profile != "default":
         merged = deep_merge(merged, read_yaml(REPO / "conf" / "profiles" / f"{profile}.yaml"))
-    params = Params.model_validate(merged).simulate
+    return Params.model_validate(merged)
+
+
+def profile_simulate_params(profile: str, out_dir: Path, **updates) -> SimulateParams:
+    """The simulate section of a profile, writing to ``out_dir``."""
+    params = profile_params(profile).simulate
     return params.model_copy(update={"out_dir": out_dir, "sites_file": REPO / params.sites_file,
                                      **updates})
 
@@ -41,8 +46,7 @@ def fault_cohort(tmp_path_factory) -> Path:
 
 def tiny_params(**sections) -> Params:
     """The tiny profile's params, with sections replaced by keyword (e.g. train=...)."""
-    merged = deep_merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "conf" / "profiles" / "tiny.yaml"))
-    return Params.model_validate(merged).model_copy(update=sections)
+    return profile_params("tiny").model_copy(update=sections)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from her2pcr.config import Params, deep_merge, read_yaml
 from her2pcr.ingest.stage import ingest
-from tests.conftest import REPO
+from tests.conftest import profile_params
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +30,7 @@ EXPECTED_REASON = {
 
 
 def ingest_params(profile: str, source: Path, out: Path):
-    merged = deep_merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "conf" / "profiles" / f"{profile}.yaml"))
-    params = Params.model_validate(merged)
+    params = profile_params(profile)
     ingest_section = params.ingest.model_copy(update={
         "source_dir": source, "out_dir": out / "interim", "reports_dir": out / "reports" / "data-quality"})
     return ingest_section, params.cohorts

@@ -6,10 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from her2pcr.config import Params, deep_merge, read_yaml
 from her2pcr.ingest.stage import ingest
 from her2pcr.preprocess.stage import preprocess
-from tests.conftest import REPO
+from tests.conftest import profile_params
 
 pytestmark = pytest.mark.integration
 
@@ -17,8 +16,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def staged(tiny_cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("pre")
-    params = Params.model_validate(deep_merge(read_yaml(REPO / "params.yaml"),
-                                              read_yaml(REPO / "conf" / "profiles" / "tiny.yaml")))
+    params = profile_params("tiny")
     ingest_params = params.ingest.model_copy(update={"source_dir": tiny_cohort, "out_dir": out / "interim",
                                                      "reports_dir": out / "reports"})
     ingest(ingest_params, params.cohorts, progress=False)

@@ -46,8 +46,8 @@ class RenderedExam:
 
 def parameter_maps(
     rng: np.random.Generator, anatomy: Anatomy, phenotype: Phenotype,
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], float]:
-    """Per-tissue (mask, Ktrans, ve, vp) with voxel-wise variation; returns maps and the BPE Ktrans."""
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per-tissue (mask, Ktrans, ve, vp) with voxel-wise variation."""
     labels = anatomy.labels
     maps = {}
     bpe_ktrans = float(rng.uniform(0.005, 0.035))
@@ -75,7 +75,7 @@ def parameter_maps(
         weight = anatomy.peri_weight[peri]
         maps["peritumoural"] = (peri, bpe_ktrans + phenotype.peri_ktrans * weight,
                                 np.full(weight.shape, 0.3, np.float32), bpe_vp + 0.02 * weight)
-    return maps, bpe_ktrans
+    return maps
 
 
 def tissue_delay(name: str) -> float:
@@ -108,7 +108,7 @@ def render_exam(
         m0[mask] = pd
 
     conc = np.zeros((len(times),) + shape, np.float32)
-    maps, _ = parameter_maps(rng, anatomy, phenotype)
+    maps = parameter_maps(rng, anatomy, phenotype)
     tumour_mean = np.zeros(len(times), np.float32)
     for name, (mask, ktrans, ve, vp) in maps.items():
         ct = extended_tofts(ktrans, ve, vp, times, arrival_s=arrival + tissue_delay(name), dose_scale=dose,
