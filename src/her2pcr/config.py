@@ -305,6 +305,52 @@ class ReportParams(Strict):
     out_dir: Path
 
 
+class RegistryParams(Strict):
+    """MLflow Model Registry: the registered model every trained version joins."""
+
+    model_name: str = "her2pcr-dce"
+    challenger_alias: str = "challenger"
+    champion_alias: str = "champion"
+    registered_file: Path = Path("models/registered.json")  # written by train: name + version
+
+
+class ServeParams(Strict):
+    """Request limits and decision threshold the served model carries (frozen into each version)."""
+
+    threshold: float = Field(gt=0, lt=1)
+    max_payload_mb: float = Field(gt=0)       # base64 text of one request field
+    max_uncompressed_mb: float = Field(gt=0)  # all members of an exam zip together
+    max_compression_ratio: float = Field(gt=1)  # uncompressed / compressed size of the zip
+    max_files: int = Field(ge=1)              # members of an exam zip
+
+
+class GateParams(Strict):
+    """Thresholds a version must meet on every external cohort before it can become champion."""
+
+    min_patients: int = Field(ge=2)
+    min_auc: float = Field(ge=0, le=1)
+    min_auc_ci_low: float = Field(ge=0, le=1)       # lower DeLong 95 % bound
+    max_significant_correlations: int = Field(ge=0)  # acquisition parameters with BH-adjusted p < alpha
+    max_outside_fraction: float = Field(ge=0, le=1)  # patients outside the training-derived expectations
+
+
+class ValidateParams(Strict):
+    """External validation of the registered version on one cohort (DVC foreach over cohorts.external)."""
+
+    processed_dir: Path
+    interim_dir: Path
+    model_dir: Path
+    train_cohort: str
+    metrics_dir: Path   # <cohort>.json
+    reports_dir: Path   # <cohort>/ : Data Docs, report.html
+    n_bootstrap: int = Field(ge=100)
+    seed: int
+    threshold: float = Field(gt=0, lt=1)
+    alpha: float = Field(gt=0, lt=1)     # Benjamini-Hochberg false discovery rate
+    range_margin: float = Field(ge=0)    # training range widened by this fraction of its width
+    gate: GateParams
+
+
 class Params(Strict):
     """The whole params.yaml; each stage reads only its own sections."""
 
@@ -319,6 +365,9 @@ class Params(Strict):
     baselines: BaselinesParams
     report: ReportParams
     evaluate: EvaluateParams
+    registry: RegistryParams
+    serve: ServeParams
+    validation: ValidateParams
 
 
 SectionT = TypeVar("SectionT", bound=Strict)
