@@ -1,0 +1,1 @@
+"""MLflow Model Registry: registration with lineage, validation-gate tags, promotion."""
