@@ -112,10 +112,12 @@ def train(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters 
 
     params = config.load_params(params_file)
     start = time.perf_counter()
-    summary = run_train(params.train, params.tracking)
+    summary = run_train(params.train, params.tracking, params.registry, params.serve)
     typer.echo(f"train: {summary['epochs']} epochs on {summary['train_stacks']} stacks in "
                f"{time.perf_counter() - start:.0f} s; best validation patient AUC "
-               f"{summary['best_val_patient_auc']:.3f} (epoch {summary['best_epoch']}); MLflow run {summary['run_id']}")
+               f"{summary['best_val_patient_auc']:.3f} (epoch {summary['best_epoch']}); MLflow run {summary['run_id']};"
+               f" registered {params.registry.model_name} version {summary['registered_version']} "
+               f"as @{params.registry.challenger_alias}")
 
 
 @app.command()
@@ -164,6 +166,27 @@ def report(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters
     params = config.load_params(params_file)
     md_path, html_path = write_report(params.report, params.tracking)
     typer.echo(f"report: {md_path} and {html_path}")
+
+
+@app.command()
+def validate(
+    cohort: str = typer.Option(..., help="External cohort: a key of cohorts.external (e.g. D3)."),
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
+) -> None:
+    """External validation of the registered version on one cohort: data quality, metrics, correlations, gate.
+
+    A failing gate is a result, not an error: it is tagged on the version (exit 0) and promotion reads it.
+    """
+    from her2pcr.validation.stage import validate as run_validate
+
+    params = config.load_params(params_file)
+    results = run_validate(cohort, params.validation, params.registry, params.tracking, params.cohorts)
+    metrics = results["metrics"]
+    auc = (f"AUC {metrics['auc']:.3f} [{metrics['delong_ci_low']:.3f}-{metrics['delong_ci_high']:.3f}]"
+           if "auc" in metrics else "AUC n/a")
+    model = results["model"]
+    typer.echo(f"validate {cohort}: {auc} n={results['n']}; {results['data_quality']['n_outside']} patients outside "
+               f"expectations; gate {results['gate']['decision']} ({model['name']} version {model['version']})")
 
 
 if __name__ == "__main__":

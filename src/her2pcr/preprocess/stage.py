@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from tqdm import tqdm
 from her2pcr.config import PreprocessParams
 from her2pcr.preprocess.chain import PreprocessChain, PreprocessConfig
 
+#: The chain that made the outputs; train freezes it into the served model.
+CHAIN_FILE = "chain.json"
 BOX_COLUMNS = ["row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end"]
 
 
@@ -71,7 +74,8 @@ def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int
     """Write data/processed/<patient>.npz and index.parquet; reuse outputs whose inputs did not change."""
     clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
     params.out_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = chain_from(params).fingerprint()
+    chain = chain_from(params)
+    fingerprint = chain.fingerprint()
     jobs, reused = [], []
     for pid, row in clinical.iterrows():
         box = tuple(int(row[c]) for c in BOX_COLUMNS)
@@ -79,7 +83,7 @@ def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int
         out_path = params.out_dir / f"{pid}.npz"
         key = cache_key(exam_path, box, fingerprint)
         (reused if stored_key(out_path) == key else jobs).append(Job(str(pid), exam_path, box, out_path, key))
-    wanted = {f"{pid}.npz" for pid in clinical.index} | {"index.parquet"}
+    wanted = {f"{pid}.npz" for pid in clinical.index} | {"index.parquet", CHAIN_FILE}
     for stale in params.out_dir.iterdir():
         if stale.name not in wanted:
             stale.unlink()
@@ -98,4 +102,7 @@ def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int
     keys = {job.patient_id: job.key for job in jobs + reused}
     index["key"] = [keys[pid] for pid in index.index]
     index.reset_index().to_parquet(params.out_dir / "index.parquet", index=False)
+    (params.out_dir / CHAIN_FILE).write_text(json.dumps(
+        {"config": chain.config.model_dump(mode="json"), "fingerprint": fingerprint}, indent=1),
+        encoding="utf-8")
     return {"exams": len(index), "computed": len(jobs), "reused": len(reused)}

@@ -1,0 +1,112 @@
+"""Register a trained CNN as a version of the served model: pyfunc, signature, example, card, lineage, alias."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import numpy as np
+
+from her2pcr.config import RegistryParams, ServeParams
+from her2pcr.registry.tags import RegisteredVersion
+from her2pcr.serving.model import BOX_FIELDS, EXAM_FIELD, OUTPUT_COLUMNS, TENSORS_FIELD, PcrModel
+from her2pcr.serving.requests import encode_tensors
+
+#: Lineage tags copied from the training run onto the version (design.md "Contracts").
+LINEAGE_TAGS = ("git_commit", "data_version", "params_hash", "phases", "chain_fingerprint")
+#: The served model's runtime; pinned so that `mlflow models serve --env-manager virtualenv` rebuilds it.
+RUNTIME_PACKAGES = ("her2pcr", "mlflow", "tensorflow", "keras", "numpy", "pandas", "pydicom", "SimpleITK")
+
+
+def signature():
+    """Request columns (all optional: an exam row or a tensors row) and answer columns."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [ColSpec("string", EXAM_FIELD, required=False), ColSpec("string", TENSORS_FIELD, required=False)]
+    inputs += [ColSpec("long", name, required=False) for name in BOX_FIELDS]
+    types = {"probability": "double", "label": "long", "n_stacks": "long"}
+    outputs = [ColSpec(types.get(name, "string"), name) for name in OUTPUT_COLUMNS]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def input_example(stacks: dict[str, np.ndarray]):
+    """One tensors-mode request: the first slice stack of a validation patient (no DICOM value inside)."""
+    import pandas as pd
+
+    return pd.DataFrame([{TENSORS_FIELD: encode_tensors({k: v[:1] for k, v in stacks.items()})}])
+
+
+def model_card(training: dict, phases: list[str], preprocess: dict, serve: ServeParams) -> str:
+    """Markdown model card: what goes in, what comes out, what it was trained on, and what it is not for."""
+    size, channels = preprocess["input_size"], preprocess["channels"]
+    return f"""# her2pcr-dce model card
+
+**Intended use: research only.** Predicts pathological complete response (pCR) to HER2-targeted neoadjuvant
+chemotherapy from a pre-treatment breast DCE-MRI exam. It is not a medical device and must not inform the
+care of a patient.
+
+## Inputs
+- *Exam*: `{EXAM_FIELD}` = base64 zip of one study's DICOM files (MR, every DCE phase), and the tumour box
+  `{', '.join(BOX_FIELDS)}`: 0-based, inclusive voxel indices on the pre-contrast grid.
+  The version runs the training preprocessing: N4 `{preprocess['n4_mode']}` (shrink
+  {preprocess['n4_shrink_factor']}), crop to the box, pad to {size} x {size}, {channels}-slice stacks, each input
+  divided by its maximum.
+- *Tensors*: `{TENSORS_FIELD}` = base64 `.npz` with arrays {phases}, each float32 of shape
+  (stacks, {size}, {size}, {channels}) in [0, 1], the same number of stacks in every phase.
+- Limits: {serve.max_payload_mb:g} MB per request, zip expanding to at most {serve.max_uncompressed_mb:g} MB
+  and {serve.max_compression_ratio:g}-fold, {serve.max_files} files.
+
+## Output
+`probability` = P(pCR), the mean over the box's slice stacks, in [0, 1]; `label` = probability >= {serve.threshold};
+`phases` used; `n_stacks`; `warnings` about the exam (phase ordering, resampling).
+
+## Training
+- Phases {phases}; training patients {len(training.get('train_patients', []))}, validation patients
+  {len(training.get('validation_patients', []))}; best validation AUC (patients)
+  {training.get('best_val_patient_auc', float('nan')):.3f} at epoch {training.get('best_epoch')}.
+- Lineage: git `{training.get('git_commit')}`, data `{training.get('data_version')}`, params
+  `{training.get('params_hash')}`, preprocessing `{training.get('chain_fingerprint')}`.
+
+## Validation and limits
+External-cohort gate results are tags `validation.<cohort>.gate` / `.reasons` on this version; the `champion`
+alias is set only when every gate passes (or by a recorded override). Cohorts here are simulated; performance on
+real collections is unknown until validated on them.
+"""
+
+
+def runtime_requirements() -> list[str]:
+    return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def register_model(model_dir: Path, run_id: str, training: dict, phases: list[str], preprocess: dict,
+                   example_stacks: dict[str, np.ndarray], registry: RegistryParams,
+                   serve: ServeParams) -> RegisteredVersion:
+    """Log the pyfunc to the (active) training run, register it, tag lineage, point the challenger alias at it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    card_path = model_dir / "model_card.md"
+    card = model_card(training, phases, preprocess, serve)
+    card_path.write_text(card, encoding="utf-8")
+    config = {"threshold": serve.threshold, "preprocess": preprocess,
+              "chain_fingerprint": training["chain_fingerprint"],
+              "limits": serve.model_dump(exclude={"threshold"})}
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=PcrModel(), artifacts={"keras_model": str(model_dir / "model.keras"),
+                                                          "model_card": str(card_path)},
+        model_config=config, signature=signature(), input_example=input_example(example_stacks),
+        registered_model_name=registry.model_name, pip_requirements=runtime_requirements(),
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    client.update_model_version(registry.model_name, version, description=card)
+    for key in LINEAGE_TAGS:
+        client.set_model_version_tag(registry.model_name, version, key, str(training.get(key, "")))
+    client.set_model_version_tag(registry.model_name, version, "run_id", run_id)
+    client.set_model_version_tag(registry.model_name, version, "model_config", json.dumps(config, sort_keys=True))
+    client.set_registered_model_alias(registry.model_name, registry.challenger_alias, version)
+    record = RegisteredVersion(registry.model_name, version, run_id, f"models:/{registry.model_name}/{version}")
+    record.save(registry.registered_file)
+    return record

@@ -1,0 +1,147 @@
+"""The served model: an ``mlflow.pyfunc`` that runs the training preprocessing on a DICOM exam, then the CNN.
+
+One request row is either
+
+- an exam: ``dicom_zip`` (base64 zip of its DICOM files) and the tumour box
+  (``row_start`` ... ``slice_end``, 0-based inclusive on the exam grid), or
+- preprocessed inputs: ``tensors`` (base64 ``.npz``, phase name -> (stacks, 156, 156, 3)).
+
+Each answer row holds the pCR probability (mean over the box's slice stacks), the
+label at the version's threshold, the phases used, the number of stacks and
+quality warnings. Bad input raises an MlflowException with INVALID_PARAMETER_VALUE,
+which the scoring server answers with a 400 and the message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from her2pcr.serving.requests import Limits, RequestError, decode_base64, extract_zip, read_tensors
+
+log = logging.getLogger(__name__)
+
+BOX_FIELDS = ("row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end")
+EXAM_FIELD, TENSORS_FIELD = "dicom_zip", "tensors"
+OUTPUT_COLUMNS = ("probability", "label", "phases", "n_stacks", "input", "warnings")
+#: Discovery groups files by study: a request must hold one exam, and the UID never leaves this module.
+STUDY_TAG = "StudyInstanceUID"
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chain) -> tuple[dict, list[str]]:
+    """The chain's inputs for the one exam whose files are in ``folder``, and its loading warnings."""
+    from her2pcr.dicom.discover import discover
+    from her2pcr.dicom.exam import ExamError, load_exam
+
+    found = discover(folder, patient_tag=STUDY_TAG)
+    if found.problems:
+        shown = "; ".join(f"zip member {names.get(Path(p.path), Path(p.path).name)!r}: {p.reason}"
+                          for p in found.problems[:5])
+        more = f" (and {len(found.problems) - 5} more)" if len(found.problems) > 5 else ""
+        raise RequestError(f"dicom_zip holds {len(found.problems)} file(s) that are not usable DICOM images: "
+                           f"{shown}{more}")
+    if len(found.files_by_patient) != 1:
+        raise RequestError(f"dicom_zip must hold exactly one exam (study), found {len(found.files_by_patient)}")
+    headers = next(iter(found.files_by_patient.values()))
+    try:
+        exam = load_exam(headers, "request")
+        inputs = chain(exam.image, tuple(exam.spacing_mm), box)
+    except (ExamError, ValueError) as error:
+        raise RequestError(f"exam cannot be used: {error}") from None
+    return inputs, list(exam.warnings)
+
+
+class PcrModel(mlflow.pyfunc.PythonModel):
+    """pCR probability from a DICOM exam + box, or from preprocessed phase tensors."""
+
+    def load_context(self, context) -> None:
+        import keras
+
+        from her2pcr.models.cnn import model_phases
+        from her2pcr.preprocess.chain import PreprocessChain, PreprocessConfig
+
+        config = context.model_config
+        self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
+        self.phases = model_phases(self.model)
+        self.threshold = float(config["threshold"])
+        self.limits = Limits(**config["limits"])
+        self.chain = PreprocessChain(PreprocessConfig(**config["preprocess"]))
+        if self.chain.fingerprint() != config["chain_fingerprint"]:
+            # The code of the chain changed since training: inputs would no longer match the training data.
+            raise RuntimeError(f"preprocessing chain fingerprint {self.chain.fingerprint()} differs from the "
+                               f"one this model was trained with ({config['chain_fingerprint']})")
+        self._lock = threading.Lock()  # the scoring server calls predict from several threads
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame) or model_input.empty:
+            raise _bad("send one or more rows (dataframe_records or dataframe_split)")
+        sizes = sum(len(v) for c in (EXAM_FIELD, TENSORS_FIELD) if c in model_input
+                    for v in model_input[c] if isinstance(v, str))
+        if sizes * 3 / 4 > self.limits.max_payload_mb * 1024 * 1024:
+            raise _bad(f"request carries {sizes * 3 / 4 / 2**20:.1f} MB of files, over the limit of "
+                       f"{self.limits.max_payload_mb:g} MB")
+        rows = []
+        for position, row in enumerate(model_input.to_dict(orient="records")):
+            try:
+                rows.append(self._predict_row(row))
+            except RequestError as error:
+                raise _bad(f"row {position}: {error}") from None
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
+
+    def _predict_row(self, row: dict) -> dict:
+        from her2pcr.models.cnn import predict_probability
+
+        has_exam, has_tensors = _present(row.get(EXAM_FIELD)), _present(row.get(TENSORS_FIELD))
+        if has_exam == has_tensors:
+            raise RequestError(f"give either {EXAM_FIELD} (with the box {', '.join(BOX_FIELDS)}) or {TENSORS_FIELD}, "
+                               "not both or neither")
+        warnings: list[str] = []
+        if has_exam:
+            inputs, warnings = self._exam_row(row)
+        else:
+            data = decode_base64(row[TENSORS_FIELD], TENSORS_FIELD, self.limits.max_payload_mb)
+            cfg = self.chain.config
+            inputs = read_tensors(data, self.phases, cfg.input_size, cfg.channels)
+        with self._lock:
+            stacks = predict_probability(self.model, inputs)
+        probability = float(np.mean(stacks))
+        return {"probability": probability, "label": int(probability >= self.threshold),
+                "phases": ",".join(self.phases), "n_stacks": int(len(stacks)),
+                "input": "exam" if has_exam else "tensors", "warnings": json.dumps(warnings)}
+
+    def _exam_row(self, row: dict) -> tuple[dict, list[str]]:
+        missing = [f for f in BOX_FIELDS if not _present(row.get(f))]
+        if missing:
+            raise RequestError(f"an exam needs its tumour box; missing {missing}")
+        box = tuple(row[f] for f in BOX_FIELDS)
+        if not all(float(v).is_integer() for v in box):
+            raise RequestError(f"box values must be integers, got {dict(zip(BOX_FIELDS, box, strict=True))}")
+        data = decode_base64(row[EXAM_FIELD], EXAM_FIELD, self.limits.max_payload_mb)
+        with tempfile.TemporaryDirectory(prefix="her2pcr-exam-") as tmp:
+            names = extract_zip(data, Path(tmp), self.limits)
+            inputs, warnings = exam_inputs(Path(tmp), names, tuple(int(v) for v in box), self.chain)
+        missing_phases = [p for p in self.phases if p not in inputs]
+        if missing_phases:
+            raise RequestError(f"exam has phases {list(inputs)}; the model needs {self.phases} "
+                               f"(missing {missing_phases})")
+        return {p: inputs[p] for p in self.phases}, warnings
+
+
+def _bad(message: str):
+    from mlflow.exceptions import MlflowException
+
+    log.info("rejected request: %s", message)
+    return MlflowException.invalid_parameter_value(message)
