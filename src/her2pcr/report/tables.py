@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
+
+from her2pcr.stats.correlation import TABLE3_PARAMETERS, spearman_bh
 
 ACQUISITION_ROWS = {
     "field_strength_t": "Field strength, T", "pixel_spacing_mm": "Pixel spacing, mm",
@@ -14,8 +14,7 @@ ACQUISITION_ROWS = {
     "flip_angle_deg": "Flip angle, deg", "bolus_volume_ml": "Bolus volume, ml",
     "n_post_phases": "Post-contrast phases", "mean_time_between_phases_s": "Time between phases, s",
 }
-CORRELATED = ["pixel_spacing_mm", "slice_thickness_mm", "repetition_time_ms", "echo_time_ms",
-              "phase_encoding_steps", "percent_sampling", "flip_angle_deg", "bolus_volume_ml"]
+CORRELATED = TABLE3_PARAMETERS
 
 
 def _median_range(values: pd.Series) -> str:
@@ -62,6 +61,10 @@ def table2_phase_inputs(trials: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("best validation AUC", ascending=False).reset_index()
 
 
+def _rounded(value: float) -> float:
+    return round(value, 3) if np.isfinite(value) else np.nan
+
+
 def table3_acquisition_correlation(predictions: pd.DataFrame, acquisition: pd.DataFrame,
                                    cohorts: list[str]) -> pd.DataFrame:
     """Table 3: Spearman correlation of CNN outputs with each acquisition parameter, BH-adjusted per cohort."""
@@ -69,24 +72,10 @@ def table3_acquisition_correlation(predictions: pd.DataFrame, acquisition: pd.Da
     rows = []
     for cohort in cohorts:
         group = joined[joined.cohort == cohort]
-        results = []
-        for column in CORRELATED:
-            pair = group[["probability", column]].dropna()
-            if len(pair) < 4 or pair[column].nunique() < 2:
-                results.append((column, len(pair), np.nan, np.nan))
-                continue
-            rho, p = stats.spearmanr(pair.probability, pair[column])
-            results.append((column, len(pair), rho, p))
-        pvalues = np.array([r[3] for r in results], dtype=float)
-        adjusted = np.full(len(pvalues), np.nan)
-        finite = np.isfinite(pvalues)
-        if finite.any():
-            adjusted[finite] = multipletests(pvalues[finite], method="fdr_bh")[1]
-        for (column, n, rho, p), q in zip(results, adjusted, strict=True):
-            rows.append({"cohort": cohort, "parameter": ACQUISITION_ROWS[column], "n": n,
-                         "Spearman r": round(rho, 3) if np.isfinite(rho) else np.nan,
-                         "p": round(p, 3) if np.isfinite(p) else np.nan,
-                         "BH-adjusted p": round(q, 3) if np.isfinite(q) else np.nan})
+        for row in spearman_bh(group.probability, group, CORRELATED).itertuples():
+            rows.append({"cohort": cohort, "parameter": ACQUISITION_ROWS[row.parameter], "n": row.n,
+                         "Spearman r": _rounded(row.rho), "p": _rounded(row.p_value),
+                         "BH-adjusted p": _rounded(row.p_adjusted)})
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,90 @@
+"""The validation gate: a pure decision from a cohort's measured evidence and the thresholds of params.yaml.
+
+Every check yields one human-readable reason, for a pass as for a failure, so the version tag says why a
+version may or may not be promoted without opening the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from her2pcr.config import GateParams
+from her2pcr.registry.tags import FAIL, PASS
+
+
+@dataclass(frozen=True)
+class GateEvidence:
+    """What validation measured on one external cohort."""
+
+    n: int                          # patients with a prediction
+    n_positive: int                 # of which pCR
+    auc: float | None               # None when it cannot be computed (fewer than 2 patients in a class)
+    auc_ci_low: float | None        # lower DeLong 95 % bound
+    n_significant: int              # acquisition parameters with BH-adjusted p < alpha
+    n_tested: int                   # acquisition parameters with a correlation test
+    alpha: float
+    n_outside: int                  # patients outside a training-derived expectation
+    n_profiled: int                 # patients the data-quality suite ran on
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def decision(self) -> str:
+        return PASS if self.passed else FAIL
+
+    @property
+    def reasons(self) -> list[str]:
+        return [check.reason for check in self.checks]
+
+    def to_dict(self) -> dict:
+        return {"decision": self.decision, "reasons": self.reasons,
+                "checks": {c.name: {"passed": c.passed, "reason": c.reason} for c in self.checks}}
+
+
+def _check(name: str, passed: bool, text: str) -> Check:
+    return Check(name, passed, f"{name} {PASS if passed else FAIL}: {text}")
+
+
+def _at_least(name: str, value: float | None, threshold: float, key: str) -> Check:
+    if value is None:
+        return _check(name, False, f"not computed (needs at least 2 patients in each class), {key} {threshold:.4g}")
+    passed = value >= threshold
+    return _check(name, passed, f"{value:.4g} {'>=' if passed else '<'} {key} {threshold:.4g}")
+
+
+def decide(evidence: GateEvidence, gate: GateParams) -> GateDecision:
+    """Pass only when every check passes; thresholds are inclusive (a value equal to its threshold passes)."""
+    e = evidence
+    n_negative = e.n - e.n_positive
+    fraction = e.n_outside / e.n_profiled if e.n_profiled else 0.0
+    checks = (
+        _check("patients", e.n >= gate.min_patients,
+               f"{e.n} {'>=' if e.n >= gate.min_patients else '<'} min_patients {gate.min_patients}"),
+        _check("classes", e.n_positive > 0 and n_negative > 0,
+               f"{e.n_positive} pCR and {n_negative} non-pCR (both classes needed)"),
+        _at_least("auc", e.auc, gate.min_auc, "min_auc"),
+        _at_least("auc_ci_low", e.auc_ci_low, gate.min_auc_ci_low, "min_auc_ci_low"),
+        _check("acquisition_correlations", e.n_significant <= gate.max_significant_correlations,
+               f"{e.n_significant} of {e.n_tested} parameters with BH-adjusted p < {e.alpha:g} "
+               f"{'<=' if e.n_significant <= gate.max_significant_correlations else '>'} "
+               f"max_significant_correlations {gate.max_significant_correlations}"),
+        _check("data_quality", fraction <= gate.max_outside_fraction,
+               f"{e.n_outside} of {e.n_profiled} patients ({fraction:.1%}) outside the training-derived "
+               f"expectations {'<=' if fraction <= gate.max_outside_fraction else '>'} max_outside_fraction "
+               f"{gate.max_outside_fraction:.1%}"),
+    )
+    return GateDecision(checks)

@@ -1,0 +1,100 @@
+"""The validation report: one self-contained HTML page (gate first, then the evidence), ROC figure inlined."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html import escape
+
+import pandas as pd
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}.gate{padding:.8em 1.2em;border-radius:6px;margin:1em 0}
+.pass{background:#e6f4ea;border:2px solid #1e8e3e}.fail{background:#fce8e6;border:2px solid #d93025}
+li.pass,li.fail{background:none;border:none}li.fail{color:#b3261e}.note{color:#555}"""
+
+
+def roc_png(y_true, scores, title: str) -> bytes:
+    """The empirical ROC curve as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from her2pcr.stats.roc import roc_curve_points
+
+    points = roc_curve_points(y_true, scores)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot(points.fpr, points.tpr, drawstyle="steps-post")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _table(rows: list[dict] | pd.DataFrame, empty: str = "none") -> str:
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    if frame.empty:
+        return f"<p class='note'>{escape(empty)}</p>"
+    return frame.to_html(index=False, na_rep="n/a", float_format=lambda v: f"{v:.4g}", border=0)
+
+
+def _metrics_rows(metrics: dict) -> list[dict]:
+    if "auc" not in metrics:
+        return []
+    return [
+        {"statistic": "AUC (DeLong 95 % CI)",
+         "value": f"{metrics['auc']:.3f} [{metrics['delong_ci_low']:.3f}-{metrics['delong_ci_high']:.3f}]"},
+        {"statistic": f"AUC bootstrap 95 % CI ({metrics['n_bootstrap']} resamples)",
+         "value": f"{metrics['bootstrap_ci_low']:.3f}-{metrics['bootstrap_ci_high']:.3f}"},
+        {"statistic": "p (AUC = 0.5, DeLong)", "value": f"{metrics['delong_p_value']:.4g}"},
+        *({"statistic": f"{key} at {metrics['threshold']:g}", "value": f"{metrics[key]:.3f}"}
+          for key in ("accuracy", "sensitivity", "specificity")),
+        {"statistic": "TP / FN / TN / FP", "value": f"{metrics['tp']} / {metrics['fn']} / {metrics['tn']} / "
+                                                     f"{metrics['fp']}"},
+    ]
+
+
+def render_html(results: dict, roc: bytes | None = None) -> str:
+    """The page of ``results`` (what metrics/validate/<cohort>.json holds)."""
+    cohort, model, gate = results["cohort"], results["model"], results["gate"]
+    quality, correlations = results["data_quality"], results["correlations"]
+    reasons = "".join(f"<li class='{'pass' if check['passed'] else 'fail'}'>{escape(check['reason'])}</li>"
+                      for check in gate["checks"].values())
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Validation {escape(cohort)}</title>"
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>External validation on {escape(cohort)}</h1>",
+        f"<p>Model <code>{escape(model['name'])}</code> version {escape(str(model['version']))} "
+        f"(run <code>{escape(model['run_id'])}</code>); data-quality expectations derived from "
+        f"{escape(results['train_cohort'])}. Research use only.</p>",
+        f"<div class='gate {gate['decision']}'><h2>Gate: {gate['decision'].upper()}</h2><ul>{reasons}</ul></div>",
+        f"<h2>Model metrics (n = {results['n']}, {results['n_pcr']} pCR)</h2>",
+        _table(_metrics_rows(results["metrics"]), results["metrics"].get("note", "no metrics")),
+    ]
+    if results["not_evaluated"]:
+        parts.append(f"<p class='note'>Not evaluated (missing model phases): "
+                     f"{escape(', '.join(results['not_evaluated']))}</p>")
+    if roc is not None:
+        parts.append(f"<img alt='ROC curve' src='data:image/png;base64,{base64.b64encode(roc).decode()}'>")
+    parts += [
+        f"<h2>Acquisition parameters and predictions</h2><p>Spearman correlation, Benjamini-Hochberg adjusted; "
+        f"{correlations['n_significant']} with adjusted p &lt; {correlations['alpha']:g}.</p>",
+        _table(correlations["parameters"], "no correlation tested"),
+        "<h2>Subsets</h2>",
+    ]
+    for name, rows in results["subsets"].items():
+        parts += [f"<h3>{escape(name.replace('_', ' '))}</h3>", _table(rows)]
+    parts += [
+        f"<h2>Data quality</h2><p>{quality['n_outside']} of {quality['n_patients']} patients outside the "
+        f"expectations derived from {escape(results['train_cohort'])} "
+        f"(<a href='docs/index.html'>Great Expectations Data Docs</a>).</p>",
+        _table(quality["violations"], "every patient within the expectations"),
+        "<details><summary>Expectations</summary>", _table(quality["expectations"]), "</details>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,169 @@
+"""The validate@<cohort> stage: data quality, metrics, correlations and the gate of the registered version on one
+external cohort; results as DVC metrics, an HTML report, and tags + artifacts on the version in MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from her2pcr.config import CohortsParams, RegistryParams, TrackingParams, ValidateParams
+from her2pcr.registry.tags import RegisteredVersion, gate_tag, reasons_tag
+from her2pcr.stats.correlation import TABLE3_PARAMETERS, spearman_bh
+from her2pcr.validation.expectations import DataQualityOutcome, check_cohort, derive_expectations
+from her2pcr.validation.gate import GateDecision, GateEvidence, decide
+from her2pcr.validation.profile import SET_COLUMNS, profile_table
+from her2pcr.validation.report import render_html, roc_png
+
+log = logging.getLogger(__name__)
+MAX_TAG_CHARS = 5000  # MLflow's limit on a model-version tag value
+SUBSET_COLUMNS = ("hormone_receptor", "field_strength")
+
+
+def json_safe(value):
+    """NaN/inf -> None and numpy scalars -> Python, recursively: the metrics file is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def cohort_patients(interim_dir: Path, cohort: str) -> list[str]:
+    clinical = pd.read_parquet(interim_dir / "clinical.parquet")
+    return sorted(clinical.patient_id[clinical.cohort == cohort].astype(str))
+
+
+def data_quality(params: ValidateParams, cohort: str, out_dir: Path) -> tuple[DataQualityOutcome, list[dict]]:
+    """Expectations derived from the training cohort's profile table, run on the cohort's."""
+    train_ids = cohort_patients(params.interim_dir, params.train_cohort)
+    if not train_ids:
+        raise ValueError(f"training cohort {params.train_cohort!r} has no patient in {params.interim_dir}")
+    expectations = derive_expectations(profile_table(params.interim_dir, train_ids), params.range_margin,
+                                       SET_COLUMNS)
+    table = profile_table(params.interim_dir, cohort_patients(params.interim_dir, cohort))
+    table.to_csv(out_dir / "profile.csv")
+    return check_cohort(table, expectations, out_dir), [e.to_dict() for e in expectations]
+
+
+def predictions_of(params: ValidateParams, cohort: str) -> tuple[pd.DataFrame, list[str]]:
+    """Patient P(pCR) of the model in model_dir with receptor status and field strength; patients left out."""
+    import keras
+
+    from her2pcr.evaluation.predict import add_covariates, predict_cohorts
+    from her2pcr.models.cnn import model_phases
+    from her2pcr.training.data import patients_of, read_index
+
+    model = keras.saving.load_model(params.model_dir / "model.keras", compile=False)
+    index = read_index(params.processed_dir)
+    if not patients_of(index, [cohort], model_phases(model)):  # predict_cohorts needs at least one patient
+        return pd.DataFrame(columns=["probability", "pcr", "cohort"]), sorted(index.index[index.cohort == cohort])
+    predictions, left_out = predict_cohorts(model, params.processed_dir, [cohort])
+    return add_covariates(predictions, params.interim_dir, None), left_out
+
+
+def model_metrics(frame: pd.DataFrame, params: ValidateParams) -> dict:
+    """AUC with DeLong and bootstrap CIs and the threshold metrics, or a note saying why there are none."""
+    from her2pcr.stats.roc import summarise
+
+    n_pos = int(frame.pcr.sum())
+    if min(n_pos, len(frame) - n_pos) < 2:
+        return {"note": f"{n_pos} pCR and {len(frame) - n_pos} non-pCR: ROC statistics need at least 2 per class"}
+    return summarise(frame.pcr.to_numpy(), frame.probability.to_numpy(), params.n_bootstrap, params.seed,
+                     params.threshold)
+
+
+def subsets(frame: pd.DataFrame, threshold: float) -> dict[str, list[dict]]:
+    """Accuracy by hormone-receptor status and by field strength (Supplementary Tables 1-2), as evaluate."""
+    from her2pcr.stats.subsets import subset_accuracy
+
+    if frame.empty:
+        return {column: [] for column in SUBSET_COLUMNS}
+    return {column: subset_accuracy(frame, column, threshold=threshold).to_dict(orient="records")
+            for column in SUBSET_COLUMNS}
+
+
+def correlations(frame: pd.DataFrame, interim_dir: Path, alpha: float) -> dict:
+    """Table 3: Spearman correlation of predictions with each acquisition parameter, BH-adjusted."""
+    acquisition = pd.read_parquet(interim_dir / "acquisition.parquet").set_index("patient_id")
+    table = spearman_bh(frame.probability.astype(float), acquisition, TABLE3_PARAMETERS)
+    table["significant"] = table.p_adjusted < alpha  # NaN (not tested) compares False
+    return {"alpha": alpha, "n_tested": int(table.p_value.notna().sum()), "n_significant": int(table.significant.sum()),
+            "parameters": table.to_dict(orient="records")}
+
+
+def evidence_of(results: dict) -> GateEvidence:
+    metrics, quality, corr = results["metrics"], results["data_quality"], results["correlations"]
+    return GateEvidence(n=results["n"], n_positive=results["n_pcr"], auc=metrics.get("auc"),
+                        auc_ci_low=metrics.get("delong_ci_low"), n_significant=corr["n_significant"],
+                        n_tested=corr["n_tested"], alpha=corr["alpha"], n_outside=quality["n_outside"],
+                        n_profiled=quality["n_patients"])
+
+
+def check_model_matches(version: RegisteredVersion, model_dir: Path) -> None:
+    """Refuse to tag a version with the results of another model (a stale registered.json)."""
+    summary = model_dir / "training.json"
+    if summary.exists():
+        run_id = json.loads(summary.read_text(encoding="utf-8")).get("run_id")
+        if run_id and run_id != version.run_id:
+            raise ValueError(f"{model_dir} was trained in run {run_id}, but the registered version "
+                             f"{version.name}/{version.version} comes from run {version.run_id}: re-run train")
+
+
+def record_in_registry(version: RegisteredVersion, cohort: str, decision: GateDecision, auc: float | None,
+                       files: list[Path], tracking: TrackingParams) -> None:
+    """Gate, reasons and AUC as version tags (what promotion reads); report and metrics on the version's run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking.uri, registry_uri=tracking.uri)
+    tags = {gate_tag(cohort): decision.decision, reasons_tag(cohort): "; ".join(decision.reasons)[:MAX_TAG_CHARS],
+            f"validation.{cohort}.auc": "n/a" if auc is None else f"{auc:.4f}"}
+    for key, value in tags.items():
+        client.set_model_version_tag(version.name, version.version, key, value)
+    for path in files:
+        client.log_artifact(version.run_id, str(path), f"validation/{cohort}")
+
+
+def validate(cohort: str, params: ValidateParams, registry: RegistryParams, tracking: TrackingParams,
+             cohorts: CohortsParams) -> dict:
+    """Run the whole stage for one external cohort; return what metrics/validate/<cohort>.json holds."""
+    if cohort not in cohorts.external:
+        raise ValueError(f"unknown external cohort {cohort!r}; cohorts.external has {sorted(cohorts.external)}")
+    version = RegisteredVersion.load(registry.registered_file)
+    check_model_matches(version, params.model_dir)
+    out_dir = params.reports_dir / cohort
+    shutil.rmtree(out_dir, ignore_errors=True)  # the stage's own output: no stale Data Docs from an older run
+    out_dir.mkdir(parents=True)
+
+    quality, expectations = data_quality(params, cohort, out_dir)
+    frame, left_out = predictions_of(params, cohort)
+    results: dict = {
+        "cohort": cohort, "train_cohort": params.train_cohort,
+        "model": {"name": version.name, "version": str(version.version), "run_id": version.run_id,
+                  "model_uri": version.model_uri},
+        "n": len(frame), "n_pcr": int(frame.pcr.sum()), "not_evaluated": left_out,
+        "metrics": model_metrics(frame, params), "subsets": subsets(frame, params.threshold),
+        "correlations": correlations(frame, params.interim_dir, params.alpha),
+        "data_quality": {**quality.to_dict(), "expectations": expectations},
+    }
+    decision = decide(evidence_of(results), params.gate)
+    results["gate"] = {**decision.to_dict(), "thresholds": params.gate.model_dump()}
+    results = json_safe(results)
+
+    metrics_file = params.metrics_dir / f"{cohort}.json"
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    metrics_file.write_text(json.dumps(results, indent=1, allow_nan=False), encoding="utf-8")
+    roc = roc_png(frame.pcr.to_numpy(), frame.probability.to_numpy(), f"{cohort} (n={len(frame)})") \
+        if "auc" in results["metrics"] else None
+    report = out_dir / "report.html"
+    report.write_text(render_html(results, roc), encoding="utf-8")
+    record_in_registry(version, cohort, decision, results["metrics"].get("auc"), [report, metrics_file], tracking)
+    return results

@@ -1,0 +1,61 @@
+"""The gate on both sides of every threshold, with one reason per check for passes and failures alike."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from her2pcr.config import GateParams
+from her2pcr.registry.tags import FAIL, PASS
+from her2pcr.validation.gate import GateEvidence, decide
+
+GATE = GateParams(min_patients=10, min_auc=0.6, min_auc_ci_low=0.5, max_significant_correlations=1,
+                  max_outside_fraction=0.25)
+# Every measured value exactly at its threshold: thresholds are inclusive, so this passes.
+AT_THRESHOLDS = GateEvidence(n=10, n_positive=5, auc=0.6, auc_ci_low=0.5, n_significant=1, n_tested=8, alpha=0.05,
+                             n_outside=5, n_profiled=20)
+CHECKS = ["patients", "classes", "auc", "auc_ci_low", "acquisition_correlations", "data_quality"]
+
+
+def test_values_at_the_thresholds_pass_with_a_reason_per_check():
+    decision = decide(AT_THRESHOLDS, GATE)
+    assert decision.decision == PASS and decision.passed
+    assert [c.name for c in decision.checks] == CHECKS
+    assert all(reason.startswith(f"{name} pass: ") for name, reason in zip(CHECKS, decision.reasons, strict=True))
+    assert decision.reasons[0] == "patients pass: 10 >= min_patients 10"
+    assert decision.reasons[2] == "auc pass: 0.6 >= min_auc 0.6"
+    assert "1 of 8 parameters with BH-adjusted p < 0.05 <= max_significant_correlations 1" in decision.reasons[4]
+    assert "5 of 20 patients (25.0%)" in decision.reasons[5]
+    assert all("; " not in reason for reason in decision.reasons)  # the version tag joins them with "; "
+
+
+@pytest.mark.parametrize(("check", "changes", "text"), [
+    ("patients", {"n": 9, "n_positive": 4}, "9 < min_patients 10"),
+    ("classes", {"n_positive": 0}, "0 pCR and 10 non-pCR"),
+    ("classes", {"n_positive": 10}, "10 pCR and 0 non-pCR"),
+    ("auc", {"auc": 0.5999}, "0.5999 < min_auc 0.6"),
+    ("auc", {"auc": None}, "not computed"),
+    ("auc_ci_low", {"auc_ci_low": 0.4999}, "0.4999 < min_auc_ci_low 0.5"),
+    ("auc_ci_low", {"auc_ci_low": None}, "not computed"),
+    ("acquisition_correlations", {"n_significant": 2}, "2 of 8 parameters with BH-adjusted p < 0.05 > "),
+    ("data_quality", {"n_outside": 6}, "6 of 20 patients (30.0%) outside the training-derived expectations > "),
+])
+def test_each_threshold_crossed_fails_only_its_check(check, changes, text):
+    decision = decide(replace(AT_THRESHOLDS, **changes), GATE)
+    assert decision.decision == FAIL
+    failed = [c for c in decision.checks if not c.passed]
+    assert [c.name for c in failed] == [check]
+    assert failed[0].reason.startswith(f"{check} fail: ") and text in failed[0].reason
+    assert len(decision.reasons) == len(CHECKS)
+
+
+def test_no_profiled_patient_counts_as_nobody_outside():
+    decision = decide(replace(AT_THRESHOLDS, n_outside=0, n_profiled=0), GATE)
+    assert decision.passed
+
+
+def test_to_dict_carries_decision_reasons_and_checks():
+    data = decide(replace(AT_THRESHOLDS, auc=0.2), GATE).to_dict()
+    assert data["decision"] == FAIL and len(data["reasons"]) == 6
+    assert data["checks"]["auc"]["passed"] is False and data["checks"]["patients"]["passed"] is True

@@ -1,0 +1,128 @@
+"""The validate stage end to end on the tiny cohort: real GX, real Keras model, real MLflow registry (SQLite)."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from her2pcr.cli import app
+from her2pcr.models.cnn import CNNConfig, build_model
+from her2pcr.registry.tags import FAIL, PASS, RegisteredVersion, gate_tag, reasons_tag
+from her2pcr.validation.stage import check_model_matches
+from tests.conftest import tiny_params
+
+pytestmark = pytest.mark.slow
+MODEL_NAME = "her2pcr-dce-test"
+
+
+def register(tmp, tracking_uri: str, model_file) -> RegisteredVersion:
+    """A run holding the model file and a registered version of it, as train leaves them."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment = client.create_experiment("validate-test", artifact_location=(tmp / "mlartifacts").as_uri())
+    run = client.create_run(experiment)
+    client.log_artifact(run.info.run_id, str(model_file), "model")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model(MODEL_NAME)
+    version = client.create_model_version(MODEL_NAME, source=f"{run.info.artifact_uri}/model",
+                                          run_id=run.info.run_id)
+    return RegisteredVersion(MODEL_NAME, str(version.version), run.info.run_id,
+                             f"models:/{MODEL_NAME}/{version.version}")
+
+
+@pytest.fixture(scope="module")
+def validated(tiny_processed, tmp_path_factory):
+    """validate run through the CLI on D3 (both classes) and D4 (a single pCR patient)."""
+    tmp = tmp_path_factory.mktemp("validate")
+    model_dir = tmp / "models" / "cnn"
+    model_dir.mkdir(parents=True)
+    keras.utils.set_random_seed(0)
+    model = build_model(CNNConfig(phases=["pre", "post3"], input_size=156, filters=[2, 2, 4, 4], dense_units=4))
+    model.save(model_dir / "model.keras")
+    tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    version = register(tmp, tracking_uri, model_dir / "model.keras")
+    (model_dir / "training.json").write_text(json.dumps({"run_id": version.run_id}))
+    base = tiny_params()
+    params = tiny_params(
+        validation=base.validation.model_copy(update={
+            "processed_dir": tiny_processed, "interim_dir": tiny_processed.parent / "interim", "model_dir": model_dir,
+            "metrics_dir": tmp / "metrics" / "validate", "reports_dir": tmp / "reports" / "validation"}),
+        registry=base.registry.model_copy(update={"model_name": MODEL_NAME,
+                                                  "registered_file": tmp / "models" / "registered.json"}),
+        tracking=base.tracking.model_copy(update={"uri": tracking_uri, "artifact_root": tmp / "mlartifacts"}),
+    )
+    version.save(params.registry.registered_file)
+    params_file = tmp / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    outputs = {}
+    for cohort in ("D3", "D4"):
+        result = CliRunner().invoke(app, ["validate", "--cohort", cohort, "--params-file", str(params_file)])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        outputs[cohort] = result.output
+    return params, version, outputs
+
+
+def test_metrics_file_holds_metrics_correlations_quality_and_gate(validated):
+    params, version, outputs = validated
+    text = (params.validation.metrics_dir / "D3.json").read_text()
+    results = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict JSON constant {name}"))
+    assert results["model"]["version"] == version.version and results["model"]["run_id"] == version.run_id
+    assert results["n"] == 4 and results["n_pcr"] == 2
+    metrics = results["metrics"]
+    assert metrics["delong_ci_low"] <= metrics["auc"] <= metrics["delong_ci_high"]
+    assert {"bootstrap_ci_low", "accuracy", "sensitivity", "specificity"} <= set(metrics)
+    assert {row["parameter"] for row in results["correlations"]["parameters"]} >= {"repetition_time_ms",
+                                                                                  "flip_angle_deg"}
+    assert set(results["subsets"]) == {"hormone_receptor", "field_strength"}
+    quality = results["data_quality"]
+    assert quality["n_patients"] == 4 and quality["expectations"]
+    # The tiny D1 is all 1.5 T and inst2-004 is 3 T: it must be named with its value and the training set.
+    assert {"patient_id": "inst2-004", "column": "field_strength_t", "value": 3.0, "expected": "one of {1.5}",
+            "expectation": "expect_column_values_to_be_in_set"} in quality["violations"]
+    assert set(quality["outside_patients"]) == {v["patient_id"] for v in quality["violations"]}
+    assert results["gate"]["decision"] == PASS  # the tiny profile's permissive gate
+    assert len(results["gate"]["reasons"]) == 6
+    assert "validate D3: AUC" in outputs["D3"] and "gate pass" in outputs["D3"]
+
+
+def test_too_few_patients_per_class_fail_the_gate_without_failing_the_command(validated):
+    params, _, outputs = validated
+    results = json.loads((params.validation.metrics_dir / "D4.json").read_text())
+    assert "note" in results["metrics"] and results["gate"]["decision"] == FAIL
+    assert any(r.startswith("auc fail: not computed") for r in results["gate"]["reasons"])
+    assert "AUC n/a" in outputs["D4"] and "gate fail" in outputs["D4"]
+
+
+def test_report_and_data_docs_are_written(validated):
+    params, _, _ = validated
+    out = params.validation.reports_dir / "D3"
+    html = (out / "report.html").read_text()
+    assert html.index("Gate: PASS") < html.index("Model metrics") < html.index("Data quality")
+    assert "inst2-004" in html and "field_strength_t" in html and "data:image/png;base64" in html
+    assert (out / "docs" / "index.html").exists() and (out / "data_quality.json").exists()
+
+
+def test_version_tags_and_run_artifacts_are_recorded(validated):
+    import mlflow
+
+    params, version, _ = validated
+    client = mlflow.MlflowClient(tracking_uri=params.tracking.uri, registry_uri=params.tracking.uri)
+    tags = client.get_model_version(version.name, version.version).tags
+    assert tags[gate_tag("D3")] == PASS and tags[gate_tag("D4")] == FAIL
+    assert tags[reasons_tag("D3")].count("; ") == 5 and "auc pass" in tags[reasons_tag("D3")]
+    assert float(tags["validation.D3.auc"]) == pytest.approx(
+        json.loads((params.validation.metrics_dir / "D3.json").read_text())["metrics"]["auc"], abs=1e-4)
+    assert tags["validation.D4.auc"] == "n/a"
+    logged = {a.path for a in client.list_artifacts(version.run_id, "validation/D3")}
+    assert logged == {"validation/D3/report.html", "validation/D3/D3.json"}
+
+
+def test_a_stale_registered_version_is_refused(tmp_path):
+    (tmp_path / "training.json").write_text(json.dumps({"run_id": "other"}))
+    with pytest.raises(ValueError, match="re-run train"):
+        check_model_matches(RegisteredVersion("m", "1", "mine", "models:/m/1"), tmp_path)
