@@ -159,6 +159,83 @@ def evaluate(params_file: Path = typer.Option(config.PARAMS_FILE, help="Paramete
 
 
 @app.command()
+def promote(
+    version: str = typer.Option(None, help="Version to promote (default: the challenger alias)."),
+    force: bool = typer.Option(False, "--force", help="Promote although a gate failed or is missing."),
+    reason: str = typer.Option(None, help="Why the gate is overridden (required with --force; kept as a tag)."),
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
+) -> None:
+    """Move the champion alias to a version whose validation gate passed on every external cohort."""
+    from mlflow import MlflowClient
+
+    from her2pcr.registry.promote import PromotionRefused
+    from her2pcr.registry.promote import promote as run_promote
+
+    params = config.load_params(params_file)
+    client = MlflowClient(params.tracking.uri)
+    try:
+        promoted, status = run_promote(client, params.registry, list(params.cohorts.external), version, force, reason)
+    except (PromotionRefused, ValueError) as error:
+        typer.echo(f"promote: {error}", err=True)
+        raise typer.Exit(1) from None
+    note = " (gate overridden: " + "; ".join(status.failures()) + ")" if not status.passed else ""
+    typer.echo(f"promote: {params.registry.model_name} version {promoted} is @{params.registry.champion_alias}{note}")
+
+
+@app.command()
+def registry(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
+    """List the registered versions with their aliases and validation-gate status."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from her2pcr.registry.promote import registry_table
+
+    params = config.load_params(params_file)
+    try:
+        table = registry_table(MlflowClient(params.tracking.uri), params.registry, list(params.cohorts.external))
+    except MlflowException as error:
+        typer.echo(f"registry: {error.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(table.to_string(index=False))
+
+
+@app.command()
+def predict(
+    url: str = typer.Option("http://127.0.0.1:5000", help="Base URL of `mlflow models serve`."),
+    exam: Path = typer.Option(None, help="Folder of one exam's DICOM files (every phase)."),
+    box: tuple[int, int, int, int, int, int] = typer.Option(
+        (None, None, None, None, None, None), help="Tumour box: row_start row_end column_start column_end "
+        "slice_start slice_end (inclusive)."),
+    box_base: int = typer.Option(1, help="Index base of --box: 1 as in boxes.csv, or 0."),
+    tensors: Path = typer.Option(None, help="Instead of --exam: an .npz of preprocessed phase tensors."),
+    timeout_s: float = typer.Option(300, help="Request timeout."),
+) -> None:
+    """Ask a served model for the pCR probability of one exam (DICOM folder + box) or of phase tensors."""
+    import json
+
+    import numpy as np
+
+    from her2pcr.serving.client import ServerError, exam_record, tensors_record
+    from her2pcr.serving.client import predict as post
+
+    if (exam is None) == (tensors is None):
+        raise typer.BadParameter("give --exam (with --box) or --tensors")
+    if exam is not None:
+        if None in box:
+            raise typer.BadParameter("--exam needs --box with six integers")
+        record = exam_record(exam, box, index_base=box_base)
+    else:
+        with np.load(tensors, allow_pickle=False) as archive:
+            record = tensors_record({name: archive[name] for name in archive.files})
+    try:
+        answer = post(url, [record], timeout_s=timeout_s)
+    except ServerError as error:
+        typer.echo(f"predict: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(answer[0], indent=1))
+
+
+@app.command()
 def report(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
     """Regenerate the study's tables and figures from this run as reports/report.md and report.html."""
     from her2pcr.report.stage import write_report

@@ -192,5 +192,8 @@ def encode_labels(labels, output_units: int) -> np.ndarray:
 def predict_probability(model: keras.Model, inputs: Mapping[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
     """P(pCR) per slice stack, shape (N,), whichever head the model has."""
     feed = {p: np.asarray(inputs[p], dtype="float32") for p in model_phases(model)}
-    outputs = model.predict(feed, batch_size=batch_size, verbose=0)
+    if len(next(iter(feed.values()))) <= batch_size:  # one batch: skip predict()'s per-call set-up (serving)
+        outputs = model.predict_on_batch(feed)
+    else:
+        outputs = model.predict(feed, batch_size=batch_size, verbose=0)
     return np.asarray(positive_class(np.asarray(outputs)), dtype="float64")

@@ -1,0 +1,172 @@
+"""Serving throughput and latency: `mlflow models serve` under concurrent clients vs in-process prediction.
+
+Run (in a workspace where `her2pcr train` registered a version, e.g. after `make run`):
+    python bench/serve.py [--workspace .] [--requests 500] [--clients 4] [--model models:/her2pcr-dce@champion]
+
+For each input mode (exam = base64 DICOM zip + box; tensors = base64 .npz) it sends ``--requests`` requests
+from ``--clients`` threads, each request one external-cohort patient (cycling), and counts errors; then it runs
+the same inputs through the same pyfunc model loaded in this process with the same number of threads.
+Both are measured side by side in this run (the machine is shared, absolute times vary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import requests  # noqa: E402
+
+from her2pcr.config import load_params  # noqa: E402
+from her2pcr.serving.client import exam_record, tensors_record  # noqa: E402
+from her2pcr.serving.model import BOX_FIELDS  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model_uri: str, tracking_uri: str, workspace: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+                                "-h", "127.0.0.1", "-p", str(port)], cwd=workspace, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited with {process.returncode}")
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return process, url
+        except requests.ConnectionError:
+            time.sleep(1)
+    process.kill()
+    raise RuntimeError("mlflow models serve did not answer /ping within 300 s")
+
+
+def records_of(workspace: Path, params, mode: str, limit: int) -> list[dict]:
+    """One request row per external patient that has the model's phases."""
+    interim, processed = workspace / params.validation.interim_dir, workspace / params.validation.processed_dir
+    clinical = pd.read_parquet(interim / "clinical.parquet").set_index("patient_id")
+    index = pd.read_parquet(processed / "index.parquet").set_index("patient_id")
+    phases = params.train.phases
+    usable = index[index.cohort.isin(list(params.cohorts.external))
+                   & index.phases.str.split(";").map(lambda p: set(phases) <= set(p))].index[:limit]
+    out = []
+    for pid in usable:
+        if mode == "exam":
+            dicom = workspace / params.ingest.source_dir / params.ingest.dicom_subdir / pid
+            out.append(exam_record(dicom, tuple(int(clinical.loc[pid, c]) for c in BOX_FIELDS)))
+        else:
+            with np.load(processed / f"{pid}.npz") as stacks:
+                out.append(tensors_record({p: stacks[p] for p in phases}))
+    return out
+
+
+def run_clients(call, inputs: list, n_requests: int, clients: int) -> dict:
+    """``n_requests`` calls from ``clients`` threads; latency percentiles, throughput and error count."""
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def one(k: int) -> None:
+        start = time.perf_counter()
+        try:
+            call(inputs[k % len(inputs)])
+        except Exception as error:  # noqa: BLE001 - every failure is counted and reported
+            errors.append(f"{type(error).__name__}: {str(error)[:200]}")
+            return
+        latencies.append(time.perf_counter() - start)
+
+    call(inputs[0])  # warm-up: model graph tracing, first allocations
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(one, range(n_requests)))
+    wall = time.perf_counter() - start
+    ms = np.asarray(latencies) * 1000
+    return {"requests": n_requests, "errors": len(errors), "first_errors": errors[:3],
+            "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+            "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+            "throughput_rps": len(latencies) / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, default=Path("."))
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--patients", type=int, default=8, help="Distinct inputs to cycle through.")
+    parser.add_argument("--model", default=None, help="Model URI (default: champion, else challenger).")
+    args = parser.parse_args()
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    workspace = args.workspace.resolve()
+    os.chdir(workspace)  # relative tracking and artifact paths of params.yaml
+    params = load_params(workspace / "params.yaml")
+    mlflow.set_tracking_uri(params.tracking.uri)
+    model_uri = args.model
+    if model_uri is None:
+        try:
+            MlflowClient().get_model_version_by_alias(params.registry.model_name, params.registry.champion_alias)
+            alias = params.registry.champion_alias
+        except MlflowException:
+            alias = params.registry.challenger_alias
+        model_uri = f"models:/{params.registry.model_name}@{alias}"
+    in_process = mlflow.pyfunc.load_model(model_uri)
+    process, url = start_server(model_uri, params.tracking.uri, workspace)
+    results = {"model": model_uri, "clients": args.clients}
+    try:
+        sessions: dict[int, requests.Session] = {}
+
+        def over_http(record: dict) -> None:
+            import threading
+
+            session = sessions.setdefault(threading.get_ident(), requests.Session())
+            response = session.post(f"{url}/invocations", json={"dataframe_records": [record]}, timeout=600)
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+
+        def local(record: dict) -> None:
+            in_process.predict(pd.DataFrame([record]))
+
+        for mode in ("tensors", "exam"):
+            inputs = records_of(workspace, params, mode, args.patients)
+            served = run_clients(over_http, inputs, args.requests, args.clients)
+            direct = run_clients(local, inputs, args.requests, args.clients)
+            results[mode] = {"served": served, "in_process": direct, "distinct_inputs": len(inputs),
+                             "throughput_ratio_served_over_in_process":
+                                 served["throughput_rps"] / direct["throughput_rps"],
+                             "p50_ratio_served_over_in_process": served["p50_ms"] / direct["p50_ms"]}
+            print(f"{mode:8s} served: {served['requests']} requests, {served['errors']} errors, "
+                  f"p50 {served['p50_ms']:.1f} ms, p99 {served['p99_ms']:.1f} ms, "
+                  f"{served['throughput_rps']:.1f} req/s | "
+                  f"in-process: p50 {direct['p50_ms']:.1f} ms, p99 {direct['p99_ms']:.1f} ms, "
+                  f"{direct['throughput_rps']:.1f} req/s | served/in-process throughput "
+                  f"{results[mode]['throughput_ratio_served_over_in_process']:.2f}", flush=True)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""Register, validate, promote and serve the tiny model with the real MLflow registry and `mlflow models serve`."""
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+import requests
+import yaml
+
+from her2pcr.dicom.discover import discover
+from her2pcr.dicom.phases import order_phases
+from her2pcr.serving.client import exam_record, tensors_record
+from her2pcr.serving.model import BOX_FIELDS
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+MODEL = "her2pcr-dce"
+
+
+def her2pcr(args, cwd, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["her2pcr", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, f"her2pcr {args}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_cohort):
+    """The tiny cohort ingested, preprocessed and trained (so registered) through the CLI, in a fresh folder."""
+    ws = tmp_path_factory.mktemp("serving")
+    shutil.copy(REPO / "params.yaml", ws / "params.yaml")
+    shutil.copytree(REPO / "conf", ws / "conf")
+    (ws / "data" / "raw").mkdir(parents=True)
+    (ws / "data" / "raw" / "synthetic").symlink_to(tiny_cohort)
+    for command in (["profile", "tiny"], ["ingest", "--no-progress"], ["preprocess", "--no-progress"], ["train"]):
+        her2pcr(command, ws)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def client(workspace):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+
+
+def strict_params(workspace: Path) -> Path:
+    """The workspace's params with a gate no 2-epoch model meets."""
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["validation"]["gate"].update(min_auc=0.99, min_auc_ci_low=0.9)
+    params["validation"]["reports_dir"] = "reports/validation-strict"
+    params["validation"]["metrics_dir"] = "metrics/validate-strict"
+    path = workspace / "params-strict.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_train_registers_a_challenger_with_lineage_card_signature_and_example(workspace, client):
+    record = json.loads((workspace / "models" / "registered.json").read_text())
+    assert record["name"] == MODEL
+    version = client.get_model_version_by_alias(MODEL, "challenger")
+    assert version.version == record["version"]
+    assert {"git_commit", "data_version", "params_hash", "phases", "chain_fingerprint"} <= set(version.tags)
+    assert version.tags["phases"] == "pre,post3"
+    assert "research only" in version.description
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / 'mlflow.db'}")
+    info = mlflow.models.get_model_info(f"models:/{MODEL}/{record['version']}")
+    assert {c["name"] for c in info.signature.inputs.to_dict()} >= {"dicom_zip", "tensors", *BOX_FIELDS}
+    assert info.saved_input_example_info is not None
+
+
+def test_promotion_refuses_a_failed_gate_and_records_an_override(workspace, client):
+    strict = strict_params(workspace)
+    for cohort in ("D3", "D4"):
+        her2pcr(["validate", "--cohort", cohort, "--params-file", str(strict)], workspace)
+    version = client.get_model_version_by_alias(MODEL, "challenger")
+    assert version.tags["validation.D3.gate"] == "fail"
+    refused = her2pcr(["promote"], workspace, check=False)
+    assert refused.returncode == 1
+    assert "not promoted" in refused.stderr and "D3: gate fail" in refused.stderr
+    assert "champion" not in client.get_registered_model(MODEL).aliases
+    assert her2pcr(["promote", "--force"], workspace, check=False).returncode == 1  # no reason given
+    her2pcr(["promote", "--force", "--reason", "test override"], workspace)
+    forced = client.get_model_version(MODEL, version.version)
+    assert forced.tags["promotion.forced"] == "true"
+    assert forced.tags["promotion.reason"] == "test override"
+    assert "D3: gate fail" in forced.tags["promotion.overridden_gates"]
+
+
+@pytest.fixture(scope="module")
+def promoted(workspace, client):
+    """Validated on D3 and D4 under the tiny profile's gate, then promoted without override."""
+    for cohort in ("D3", "D4"):
+        her2pcr(["validate", "--cohort", cohort], workspace)
+    her2pcr(["promote"], workspace)
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert version.tags["validation.D3.gate"] == version.tags["validation.D4.gate"] == "pass"
+    assert version.tags["promotion.forced"] == "false"
+    listing = her2pcr(["registry"], workspace).stdout
+    assert "challenger,champion" in listing and "pass" in listing
+    return version
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(workspace, promoted):
+    port = free_port()
+    log_path = workspace / "serve.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workspace / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            ["mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port)], cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(1)
+    else:
+        pytest.fail(f"server did not start: {log_path.read_text()}")
+    yield {"url": url, "log": log_path, "responses": []}
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def invoke(server, body, content_type="application/json"):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    response = requests.post(f"{server['url']}/invocations", data=data, headers={"Content-Type": content_type},
+                             timeout=300)
+    server["responses"].append(response.text)
+    return response
+
+
+def box_of(workspace, patient):
+    clinical = pd.read_parquet(workspace / "data" / "interim" / "clinical.parquet").set_index("patient_id")
+    return tuple(int(clinical.loc[patient, c]) for c in BOX_FIELDS)
+
+
+def exam_dir(workspace, patient):
+    return workspace / "data" / "raw" / "synthetic" / "dicom" / patient
+
+
+def external_patients(workspace):
+    """External patients with the model's phases (exams with four phases)."""
+    index = pd.read_parquet(workspace / "data" / "processed" / "index.parquet")
+    usable = index.cohort.isin(["D3", "D4"]) & index.phases.str.split(";").map(lambda p: "post3" in p)
+    return sorted(index.patient_id[usable])
+
+
+def test_served_exam_probability_equals_in_process_and_training_inputs(workspace, server):
+    import keras
+    import mlflow
+
+    from her2pcr.models.cnn import predict_probability
+
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / 'mlflow.db'}")
+    in_process = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    keras_model = keras.saving.load_model(workspace / "models" / "cnn" / "model.keras", compile=False)
+    answers = []
+    for patient in external_patients(workspace)[:2]:
+        record = exam_record(exam_dir(workspace, patient), box_of(workspace, patient))
+        response = invoke(server, {"dataframe_records": [record]})
+        assert response.status_code == 200, response.text
+        served = response.json()["predictions"][0]
+        local = in_process.predict(pd.DataFrame([record])).iloc[0]
+        with np.load(workspace / "data" / "processed" / f"{patient}.npz") as stacks:
+            offline = float(np.mean(predict_probability(keras_model, {p: stacks[p] for p in ("pre", "post3")})))
+        assert served["probability"] == pytest.approx(local["probability"], abs=1e-9)
+        assert served["probability"] == pytest.approx(offline, abs=1e-9)
+        assert served["label"] == int(served["probability"] >= 0.5)
+        assert served["phases"] == "pre,post3" and served["input"] == "exam"
+        assert isinstance(json.loads(served["warnings"]), list)
+        answers.append(served["probability"])
+    assert answers[0] != answers[1]
+
+
+def test_served_tensors_give_the_same_probability(workspace, server):
+    patient = external_patients(workspace)[0]
+    with np.load(workspace / "data" / "processed" / f"{patient}.npz") as stacks:
+        record = tensors_record({p: stacks[p] for p in ("pre", "post3", "post1")})  # extra phases are ignored
+    exam = exam_record(exam_dir(workspace, patient), box_of(workspace, patient))
+    response = invoke(server, {"dataframe_records": [record, exam]})
+    assert response.status_code == 200, response.text
+    tensors_answer, exam_answer = response.json()["predictions"]
+    assert tensors_answer["input"] == "tensors"
+    assert tensors_answer["probability"] == pytest.approx(exam_answer["probability"], abs=1e-9)
+
+
+def zip_b64(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def tensors_b64(**arrays) -> str:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def good_stacks(n=2):
+    return np.random.default_rng(0).random((n, 156, 156, 3), dtype=np.float32)
+
+
+def exam_members(workspace, patient):
+    folder = exam_dir(workspace, patient)
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def bad_requests(workspace):
+    """(name, body, content type, expected message fragment) for every kind of bad input."""
+    patient = external_patients(workspace)[0]
+    box = dict(zip(BOX_FIELDS, box_of(workspace, patient), strict=True))
+    members = exam_members(workspace, patient)
+    headers = next(iter(discover(exam_dir(workspace, patient)).files_by_patient.values()))
+    last_phase = {h.path.relative_to(exam_dir(workspace, patient)).as_posix() for h in order_phases(headers).phases[-1]}
+    no_post3 = {name: data for name, data in members.items() if name not in last_phase}
+    good = good_stacks()
+    nan = good.copy()
+    nan[0, 0, 0, 0] = np.nan
+
+    def exam(zip_text, **overrides):
+        return {"dataframe_records": [{"dicom_zip": zip_text, **box, **overrides}]}
+
+    def tensors(text):
+        return {"dataframe_records": [{"tensors": text}]}
+
+    mb = 1024 * 1024
+    return [
+        ("malformed JSON", '{"dataframe_records": [{"tensors": ', "application/json", "valid JSON"),
+        ("neither input", {"dataframe_records": [box]}, "application/json", "give either"),
+        ("box of wrong type", exam(zip_b64(members), row_start="ten"), "application/json", "row_start"),
+        ("box missing", {"dataframe_records": [{"dicom_zip": zip_b64(members)}]}, "application/json",
+         "needs its tumour box"),
+        ("box outside the volume", exam(zip_b64(members), slice_start=500, slice_end=510), "application/json",
+         "outside the volume"),
+        ("wrong shape", tensors(tensors_b64(pre=good[:, :100], post3=good[:, :100])), "application/json",
+         "has shape (2, 100, 156, 3)"),
+        ("wrong dtype", tensors(tensors_b64(pre=(good * 255).astype(np.uint8), post3=good)), "application/json",
+         "has dtype uint8"),
+        ("NaN", tensors(tensors_b64(pre=nan, post3=good)), "application/json", "NaN"),
+        ("missing tensor phase", tensors(tensors_b64(pre=good)), "application/json", "lack phase(s) ['post3']"),
+        ("missing exam phase", exam(zip_b64(no_post3)), "application/json", "missing ['post3']"),
+        ("not base64", tensors("@@@@"), "application/json", "not valid base64"),
+        ("not a zip", exam(base64.b64encode(b"plain text").decode()), "application/json", "not a zip archive"),
+        ("non-DICOM file in the zip", exam(zip_b64({**members, "notes/readme.txt": b"hello"})),
+         "application/json", "'notes/readme.txt': not a DICOM file"),
+        ("path traversal", exam(zip_b64({**members, "../../etc/evil.dcm": next(iter(members.values()))})),
+         "application/json", "climbs out of the archive"),
+        ("absolute path", exam(zip_b64({"/tmp/evil.dcm": b"x"})), "application/json", "absolute path"),
+        ("zip bomb (ratio)", exam(zip_b64({"bomb.dcm": bytes(10 * mb)})), "application/json", "zip bomb"),
+        ("zip bomb (size)", exam(zip_b64({f"bomb{k}.dcm": bytes(20 * mb) for k in range(4)})), "application/json",
+         "over the limit of 64 MB"),
+        ("oversized payload", tensors("A" * (17 * mb)), "application/json", "over the limit of 16 MB"),
+    ]
+
+
+def test_every_bad_input_gets_a_400_with_a_clear_message_and_the_server_keeps_serving(workspace, server):
+    failures = []
+    for name, body, content_type, fragment in bad_requests(workspace):
+        response = invoke(server, body, content_type)
+        if response.status_code // 100 != 4 or fragment not in response.text:
+            failures.append(f"{name}: HTTP {response.status_code}: {response.text[:400]}")
+        assert requests.get(f"{server['url']}/ping", timeout=5).status_code == 200, name
+    assert not failures, "\n".join(failures)
+    good = invoke(server, {"dataframe_records": [tensors_record({"pre": good_stacks(), "post3": good_stacks()})]})
+    assert good.status_code == 200
+
+
+def test_no_identifying_dicom_value_in_responses_or_server_log(workspace, server):
+    patients = external_patients(workspace)[:2]
+    for patient in patients:  # make sure the exams went through, whatever ran before
+        invoke(server, {"dataframe_records": [exam_record(exam_dir(workspace, patient), box_of(workspace, patient))]})
+    secrets = set()
+    for patient in patients:
+        for path in exam_dir(workspace, patient).rglob("*.dcm"):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            secrets |= {str(ds.PatientName), str(ds.PatientName).split("^")[0], ds.PatientBirthDate,
+                        ds.PatientID, ds.AccessionNumber, ds.StudyInstanceUID}
+            break
+    secrets.discard("")
+    texts = server["responses"] + [server["log"].read_text()]
+    leaks = [s for s in secrets for text in texts if s in text]
+    assert not leaks
