@@ -51,13 +51,13 @@ def test_rerun_after_changing_one_exam_recomputes_only_it(staged, tmp_path):
     work = params.model_copy(update={"interim_dir": tmp_path / "interim", "out_dir": tmp_path / "processed"})
     shutil.copytree(params.interim_dir, work.interim_dir)
     shutil.copytree(params.out_dir, work.out_dir)
-    assert preprocess(work, progress=False) == {"exams": 21, "computed": 0, "reused": 21}
+    assert preprocess(work, progress=False) == {"exams": 22, "computed": 0, "reused": 22}
     target = sorted((work.interim_dir / "exams").glob("*.npz"))[0]
     with np.load(target) as exam:
         data = dict(exam)
     data["image"] = (data["image"] * 0.9).astype(data["image"].dtype)
     np.savez_compressed(target, **data)
-    assert preprocess(work, progress=False) == {"exams": 21, "computed": 1, "reused": 20}
+    assert preprocess(work, progress=False) == {"exams": 22, "computed": 1, "reused": 21}
     clean = work.model_copy(update={"out_dir": tmp_path / "clean"})
     preprocess(clean, progress=False)
     for path in sorted(clean.out_dir.glob("*.npz")):

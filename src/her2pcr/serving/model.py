@@ -6,6 +6,9 @@ One request row is either
   (``row_start`` ... ``slice_end``, 0-based inclusive on the exam grid), or
 - preprocessed inputs: ``tensors`` (base64 ``.npz``, phase name -> (stacks, 156, 156, 3)).
 
+The rows of one request use one mode: the signature's box columns are integers, and a
+tensors row in an exam batch would give them missing values.
+
 Each answer row holds the pCR probability (mean over the box's slice stacks), the
 label at the version's threshold, the phases used, the number of stacks and
 quality warnings. Bad input raises an MlflowException with INVALID_PARAMETER_VALUE,
