@@ -61,12 +61,12 @@ def cohort_statistics(frame: pd.DataFrame, params: EvaluateParams) -> dict:
     return out
 
 
-def _json_safe(value):
+def json_safe(value):
     """NaN/inf -> None and numpy scalars -> Python, recursively (regression tables can hold NaN)."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -199,7 +199,7 @@ def evaluate(params: EvaluateParams, tracking: TrackingParams) -> dict:
             figures.append(figure)
     figures += gradcam_figures(model, predictions, params)
     params.metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    params.metrics_file.write_text(json.dumps(_json_safe(metrics), indent=1, allow_nan=False), encoding="utf-8")
+    params.metrics_file.write_text(json.dumps(json_safe(metrics), indent=1, allow_nan=False), encoding="utf-8")
     predictions.drop(columns=["receptor_score"]).reset_index().to_csv(params.predictions_file, index=False)
 
     mlflow.set_tracking_uri(tracking.uri)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from her2pcr.config import CohortsParams, RegistryParams, TrackingParams, ValidateParams
+from her2pcr.evaluation.stage import json_safe
 from her2pcr.registry.tags import RegisteredVersion, gate_tag, reasons_tag
 from her2pcr.stats.correlation import TABLE3_PARAMETERS, spearman_bh
 from her2pcr.validation.expectations import DataQualityOutcome, check_cohort, derive_expectations
@@ -22,19 +22,6 @@ from her2pcr.validation.report import render_html, roc_png
 log = logging.getLogger(__name__)
 MAX_TAG_CHARS = 5000  # MLflow's limit on a model-version tag value
 SUBSET_COLUMNS = ("hormone_receptor", "field_strength")
-
-
-def json_safe(value):
-    """NaN/inf -> None and numpy scalars -> Python, recursively: the metrics file is strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def cohort_patients(interim_dir: Path, cohort: str) -> list[str]:
