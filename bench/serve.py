@@ -14,9 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,33 +31,7 @@ import requests  # noqa: E402
 from her2pcr.config import load_params  # noqa: E402
 from her2pcr.serving.client import exam_record, tensors_record  # noqa: E402
 from her2pcr.serving.model import BOX_FIELDS  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model_uri: str, tracking_uri: str, workspace: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen(["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                                "-h", "127.0.0.1", "-p", str(port)], cwd=workspace, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited with {process.returncode}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return process, url
-        except requests.ConnectionError:
-            time.sleep(1)
-    process.kill()
-    raise RuntimeError("mlflow models serve did not answer /ping within 300 s")
+from her2pcr.serving.server import local_server  # noqa: E402
 
 
 def records_of(workspace: Path, params, mode: str, limit: int) -> list[dict]:
@@ -132,14 +105,11 @@ def main() -> None:
             alias = params.registry.challenger_alias
         model_uri = f"models:/{params.registry.model_name}@{alias}"
     in_process = mlflow.pyfunc.load_model(model_uri)
-    process, url = start_server(model_uri, params.tracking.uri, workspace)
     results = {"model": model_uri, "clients": args.clients}
-    try:
+    with local_server(model_uri, params.tracking.uri, workspace) as url:
         sessions: dict[int, requests.Session] = {}
 
         def over_http(record: dict) -> None:
-            import threading
-
             session = sessions.setdefault(threading.get_ident(), requests.Session())
             response = session.post(f"{url}/invocations", json={"dataframe_records": [record]}, timeout=600)
             if response.status_code != 200:
@@ -162,9 +132,6 @@ def main() -> None:
                   f"in-process: p50 {direct['p50_ms']:.1f} ms, p99 {direct['p99_ms']:.1f} ms, "
                   f"{direct['throughput_rps']:.1f} req/s | served/in-process throughput "
                   f"{results[mode]['throughput_ratio_served_over_in_process']:.2f}", flush=True)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     print(json.dumps(results, indent=1))
 
 

@@ -5,10 +5,8 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from her2pcr.dicom.discover import discover
 from her2pcr.dicom.phases import order_phases
 from her2pcr.serving.client import exam_record, tensors_record
 from her2pcr.serving.model import BOX_FIELDS
+from her2pcr.serving.server import local_server
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -116,36 +115,12 @@ def promoted(workspace, client):
     return version
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(workspace, promoted):
-    port = free_port()
     log_path = workspace / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workspace / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            ["mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)], cwd=workspace, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(1)
-    else:
-        pytest.fail(f"server did not start: {log_path.read_text()}")
-    yield {"url": url, "log": log_path, "responses": []}
-    process.terminate()
-    process.wait(timeout=30)
+    with open(log_path, "w") as log, local_server(f"models:/{MODEL}@champion", f"sqlite:///{workspace / 'mlflow.db'}",
+                                                   workspace, log=log) as url:
+        yield {"url": url, "log": log_path, "responses": []}
 
 
 def invoke(server, body, content_type="application/json"):
