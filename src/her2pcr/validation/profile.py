@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from her2pcr.preprocess.voi import Box, CropToBox
+
 #: Small sets of values: expected to be one of the training values rather than within its range.
 SET_COLUMNS = ("field_strength_t", "n_post_phases", "n_phases", "timing_present")
 #: Text columns of acquisition.parquet that name a vendor or product rather than measure the acquisition: a new
@@ -19,12 +21,6 @@ EXAM_COLUMNS = ("n_phases", "timing_present", "voi_voxels", *(f"voi_{axis}_mm" f
                 "pre_p99", "relative_enhancement")
 
 
-def box_slices(box: Mapping[str, int], shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
-    """The 0-based inclusive box (``slice_start`` ... ``column_end``) as array slices clipped to ``shape``."""
-    return tuple(slice(max(int(box[f"{axis}_start"]), 0), min(int(box[f"{axis}_end"]) + 1, size))
-                 for axis, size in zip(AXES, shape, strict=True))  # type: ignore[return-value]
-
-
 def exam_statistics(image: np.ndarray, spacing_mm: np.ndarray, phase_times_s: np.ndarray,
                     phase_names: list[str], box: Mapping[str, int]) -> dict[str, float | int | bool]:
     """Phases, timing, VOI size and pre-contrast intensity / enhancement inside the box of one interim exam.
@@ -33,20 +29,19 @@ def exam_statistics(image: np.ndarray, spacing_mm: np.ndarray, phase_times_s: np
     Enhancement is (mean last post - mean pre) / mean pre over the box: a ratio of means, because voxel-wise
     ratios explode where fat suppression leaves the pre-contrast signal near zero.
     """
-    region = image[(slice(None), *box_slices(box, image.shape[1:]))].astype(np.float64)
+    voi = CropToBox(clip=True).slices(image.shape[1:], [box[name] for name in Box._fields])
+    region = image[(slice(None), *voi)].astype(np.float64)
     extents = region.shape[1:]
     out: dict[str, float | int | bool] = {
         "n_phases": int(image.shape[0]),
         "timing_present": bool(np.isfinite(np.asarray(phase_times_s, dtype=float)).all()),
         "voi_voxels": int(np.prod(extents)),
         **{f"voi_{axis}_mm": float(n * step) for axis, n, step in zip(AXES, extents, spacing_mm, strict=True)},
-        "pre_mean": np.nan, "pre_p99": np.nan, "relative_enhancement": np.nan,
     }
-    if region[0].size == 0:
-        return out
     pre = region[phase_names.index("pre") if "pre" in phase_names else 0]
     out["pre_mean"] = float(pre.mean())
     out["pre_p99"] = float(np.percentile(pre, 99))
+    out["relative_enhancement"] = np.nan
     if image.shape[0] > 1 and out["pre_mean"] > 0:
         out["relative_enhancement"] = float((region[-1].mean() - pre.mean()) / pre.mean())
     return out
