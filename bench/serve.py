@@ -34,12 +34,11 @@ from her2pcr.serving.model import BOX_FIELDS  # noqa: E402
 from her2pcr.serving.server import local_server  # noqa: E402
 
 
-def records_of(workspace: Path, params, mode: str, limit: int) -> list[dict]:
+def records_of(workspace: Path, params, phases: list[str], mode: str, limit: int) -> list[dict]:
     """One request row per external patient that has the model's phases."""
     interim, processed = workspace / params.validation.interim_dir, workspace / params.validation.processed_dir
     clinical = pd.read_parquet(interim / "clinical.parquet").set_index("patient_id")
     index = pd.read_parquet(processed / "index.parquet").set_index("patient_id")
-    phases = params.train.phases
     usable = index[index.cohort.isin(list(params.cohorts.external))
                    & index.phases.str.split(";").map(lambda p: set(phases) <= set(p))].index[:limit]
     out = []
@@ -119,7 +118,7 @@ def main() -> None:
             in_process.predict(pd.DataFrame([record]))
 
         for mode in ("tensors", "exam"):
-            inputs = records_of(workspace, params, mode, args.patients)
+            inputs = records_of(workspace, params, in_process.unwrap_python_model().phases, mode, args.patients)
             served = run_clients(over_http, inputs, args.requests, args.clients)
             direct = run_clients(local, inputs, args.requests, args.clients)
             results[mode] = {"served": served, "in_process": direct, "distinct_inputs": len(inputs),
