@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -105,7 +104,6 @@ def register_model(model_dir: Path, run_id: str, training: dict, phases: list[st
     for key in LINEAGE_TAGS:
         client.set_model_version_tag(registry.model_name, version, key, str(training.get(key, "")))
     client.set_model_version_tag(registry.model_name, version, "run_id", run_id)
-    client.set_model_version_tag(registry.model_name, version, "model_config", json.dumps(config, sort_keys=True))
     client.set_registered_model_alias(registry.model_name, registry.challenger_alias, version)
     record = RegisteredVersion(registry.model_name, version, run_id, f"models:/{registry.model_name}/{version}")
     record.save(registry.registered_file)

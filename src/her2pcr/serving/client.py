@@ -29,10 +29,9 @@ def tensors_record(inputs: dict[str, np.ndarray]) -> dict:
     return {TENSORS_FIELD: encode_tensors(inputs)}
 
 
-def predict(url: str, records: list[dict], timeout_s: float = 300, session: requests.Session | None = None) -> list:
+def predict(url: str, records: list[dict], timeout_s: float = 300) -> list:
     """POST rows to ``<url>/invocations``; the answer rows, or ServerError with the server's message."""
-    post = (session or requests).post
-    response = post(url.rstrip("/") + "/invocations", json={"dataframe_records": records}, timeout=timeout_s)
+    response = requests.post(url.rstrip("/") + "/invocations", json={"dataframe_records": records}, timeout=timeout_s)
     if response.status_code != 200:
         try:
             message = response.json().get("message", response.text)
