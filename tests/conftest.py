@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,15 @@ import pytest
 from her2pcr.config import Params, SimulateParams, deep_merge, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_command(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """A command with this interpreter's scripts (her2pcr, dvc, mlflow) first on PATH; asserts success if check."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, f"{cmd}: {result.stdout}\n{result.stderr}"
+    return result
 
 
 def profile_params(profile: str) -> Params:

@@ -1,25 +1,20 @@
 """`dvc repro` end to end on the tiny profile, in a fresh clone-like copy of the repository."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def run(cmd, cwd, **kwargs):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{cmd}: {result.stdout}\n{result.stderr}"
+def run(cmd, cwd):
+    result = run_command(cmd, cwd)
     return result.stdout + result.stderr
 
 

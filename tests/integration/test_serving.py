@@ -3,10 +3,7 @@
 import base64
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -22,18 +19,14 @@ from her2pcr.dicom.phases import order_phases
 from her2pcr.serving.client import exam_record, tensors_record
 from her2pcr.serving.model import BOX_FIELDS
 from her2pcr.serving.server import local_server
-from tests.conftest import REPO
+from tests.conftest import REPO, run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "her2pcr-dce"
 
 
 def her2pcr(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(["her2pcr", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, f"her2pcr {args}: {result.stdout}\n{result.stderr}"
-    return result
+    return run_command(["her2pcr", *args], cwd, check)
 
 
 @pytest.fixture(scope="module")
