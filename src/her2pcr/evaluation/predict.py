@@ -28,7 +28,7 @@ def predict_cohorts(model, processed_dir: Path, cohorts: list[str]) -> tuple[pd.
         probability = patient_probabilities(predict_probability(model, stacks.inputs), stacks.patient_ids)
         rows.append({"patient_id": pid, "probability": float(probability.iloc[0]),
                      "n_stacks": len(stacks)})
-    frame = pd.DataFrame(rows).set_index("patient_id")
+    frame = pd.DataFrame(rows, columns=["patient_id", "probability", "n_stacks"]).set_index("patient_id")
     frame["cohort"] = index.cohort.loc[frame.index]
     frame["pcr"] = index.pcr.loc[frame.index].astype(int)
     return frame, left_out

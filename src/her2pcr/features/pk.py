@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage, stats
 
+from her2pcr.preprocess.voi import CropToBox
+
 DEFAULT_THRESHOLD_PERCENT = 70.0
 
 # Map names, in Supplementary Table 5's order.
@@ -91,19 +93,15 @@ def _check_spacing(spacing: Sequence[float]) -> None:
 
 
 def box_slices(box: Sequence[int], volume_shape: Sequence[int]) -> tuple[slice, slice, slice]:
-    """(slice, row, column) index slices of a 0-based inclusive box.
+    """(slice, row, column) index slices of a 0-based inclusive box that must lie inside the volume.
 
     ``box`` is (row_start, row_end, column_start, column_end, slice_start, slice_end), the column order of
-    clinical.parquet (as in the preprocess stage).
+    clinical.parquet (as in the preprocess stage); the checks are those of the preprocessing crop.
     """
-    if len(box) != 6:
-        raise PKError(f"box must have 6 values (row/column/slice start and end); got {tuple(box)}")
-    r0, r1, c0, c1, s0, s1 = (int(v) for v in box)
-    n_slices, n_rows, n_cols = volume_shape
-    for name, lo, hi, size in (("row", r0, r1, n_rows), ("column", c0, c1, n_cols), ("slice", s0, s1, n_slices)):
-        if not 0 <= lo <= hi < size:
-            raise PKError(f"tumour box {name} range [{lo}, {hi}] is empty or outside the image (0..{size - 1})")
-    return slice(s0, s1 + 1), slice(r0, r1 + 1), slice(c0, c1 + 1)
+    try:
+        return CropToBox(clip=False).slices(volume_shape, box)
+    except ValueError as error:
+        raise PKError(f"tumour box: {error}") from None
 
 
 def tumour_mask(image4d: np.ndarray, box: Sequence[int], spacing: Sequence[float],

@@ -60,7 +60,8 @@ def load_stacks(
 def patients_of(index: pd.DataFrame, cohorts: list[str], phases: list[str]) -> list[str]:
     """Patients of the cohorts whose processed exam has every requested phase, in a stable order."""
     chosen = index[index.cohort.isin(cohorts)]
-    has_phases = chosen.phases.str.split(";").apply(lambda names: set(phases) <= set(names))
+    # astype(bool): an empty selection must still index as a mask
+    has_phases = chosen.phases.str.split(";").apply(lambda names: set(phases) <= set(names)).astype(bool)
     return sorted(chosen.index[has_phases])
 
 

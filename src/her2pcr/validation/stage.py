@@ -46,13 +46,8 @@ def predictions_of(params: ValidateParams, cohort: str) -> tuple[pd.DataFrame, l
     import keras
 
     from her2pcr.evaluation.predict import add_covariates, predict_cohorts
-    from her2pcr.models.cnn import model_phases
-    from her2pcr.training.data import patients_of, read_index
 
     model = keras.saving.load_model(params.model_dir / "model.keras", compile=False)
-    index = read_index(params.processed_dir)
-    if not patients_of(index, [cohort], model_phases(model)):  # predict_cohorts needs at least one patient
-        return pd.DataFrame(columns=["probability", "pcr", "cohort"]), sorted(index.index[index.cohort == cohort])
     predictions, left_out = predict_cohorts(model, params.processed_dir, [cohort])
     return add_covariates(predictions, params.interim_dir, None), left_out
 

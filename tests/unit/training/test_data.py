@@ -28,3 +28,11 @@ def test_load_stacks_and_phase_requirements(tmp_path):
     assert patients_of(index, ["D1"], ["pre", "post3"]) == []
     with pytest.raises(ValueError, match="lacks phase"):
         load_stacks(tmp_path, ["a"], ["post3"], index.pcr)
+
+
+def test_a_cohort_without_patients_selects_none(tmp_path):
+    index = pd.DataFrame({"patient_id": ["a"], "cohort": ["D1"], "pcr": [1], "phases": ["pre;post1"]})
+    index.to_parquet(tmp_path / "index.parquet")  # read back as the stages do (Arrow-backed strings)
+    stored = pd.read_parquet(tmp_path / "index.parquet").set_index("patient_id")
+    assert patients_of(stored, ["D9"], ["pre"]) == []
+    assert patients_of(stored, ["D1"], ["pre"]) == ["a"]
