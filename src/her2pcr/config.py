@@ -331,7 +331,7 @@ class GateParams(Strict):
     min_auc: float = Field(ge=0, le=1)
     min_auc_ci_low: float = Field(ge=0, le=1)       # lower DeLong 95 % bound
     max_significant_correlations: int = Field(ge=0)  # acquisition parameters with BH-adjusted p < alpha
-    max_outside_fraction: float = Field(ge=0, le=1)  # patients outside the training-derived expectations
+    max_outside_fraction: float = Field(ge=0, le=1)  # patients outside the model-input expectations (protocol: warn)
 
 
 class ValidateParams(Strict):

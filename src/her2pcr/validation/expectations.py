@@ -1,8 +1,10 @@
-"""Data-quality expectations derived from the training cohort, run with Great Expectations on an external cohort.
+"""Expectations derived from the training cohort, run with Great Expectations on an external cohort.
 
-The training cohort defines what the model has seen: numeric columns are expected within the training range
-(widened by a margin), small sets of values within the training set, and columns never missing in training to
-be present. Every patient outside an expectation is named with the column, its value and what was expected.
+The same derivation serves both per-patient tables of :mod:`her2pcr.validation.profile`: the model-input table
+(what the gate checks) and the protocol table (what only warns). The training cohort defines what was seen:
+numeric columns are expected within the training range (widened by a margin), small sets of values within the
+training set, and columns never missing in training to be present. Every patient outside an expectation is
+named with the column, its value and what was expected.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pandas as pd
 
 from her2pcr.quality.expectations import run_suites
 
-SUITE = "data_quality"
+SUITE = "data_quality"  # the model-input suite: its outside fraction is what the gate checks
+PROTOCOL_SUITE = "protocol"  # acquisition descriptors: shift warnings only
 
 
 def _plain(value):
@@ -157,12 +160,24 @@ def violations_from_result(result: dict, frame: pd.DataFrame,
     return sorted(out, key=lambda v: (v["patient_id"], v["column"], v["expectation"]))
 
 
-def check_cohort(table: pd.DataFrame, expectations: list[ColumnExpectation], out_dir: Path) -> DataQualityOutcome:
+def check_suites(suites: dict[str, tuple[pd.DataFrame, list[ColumnExpectation]]], out_dir: Path
+                 ) -> dict[str, DataQualityOutcome]:
+    """Run each table (index ``patient_id``) against its expectations with GX, in one context so one Data Docs
+    site (out_dir/docs) lists every suite; results JSON as out_dir/<suite>.json."""
+    frames = {name: table.reset_index() for name, (table, _) in suites.items()}
+    outcomes = run_suites({name: (frames[name], [e.to_gx() for e in expectations])
+                           for name, (_, expectations) in suites.items()}, out_dir)
+    out = {}
+    for name, (_, expectations) in suites.items():
+        results_file = out_dir / f"{name}.json"
+        result = json.loads(results_file.read_text(encoding="utf-8"))
+        out[name] = DataQualityOutcome(n_patients=len(frames[name]), success=outcomes[name].success,
+                                       violations=violations_from_result(result, frames[name], expectations),
+                                       results_file=results_file, docs_dir=out_dir / "docs")
+    return out
+
+
+def check_cohort(table: pd.DataFrame, expectations: list[ColumnExpectation], out_dir: Path,
+                 suite: str = SUITE) -> DataQualityOutcome:
     """Run the expectations on ``table`` (index ``patient_id``) with GX; results JSON and Data Docs in out_dir."""
-    frame = table.reset_index()
-    outcome = run_suites({SUITE: (frame, [e.to_gx() for e in expectations])}, out_dir)[SUITE]
-    results_file = out_dir / f"{SUITE}.json"
-    result = json.loads(results_file.read_text(encoding="utf-8"))
-    return DataQualityOutcome(n_patients=len(frame), success=outcome.success,
-                              violations=violations_from_result(result, frame, expectations),
-                              results_file=results_file, docs_dir=out_dir / "docs")
+    return check_suites({suite: (table, expectations)}, out_dir)[suite]

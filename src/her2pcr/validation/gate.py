@@ -1,7 +1,9 @@
 """The validation gate: a pure decision from a cohort's measured evidence and the thresholds of params.yaml.
 
 Every check yields one human-readable reason, for a pass as for a failure, so the version tag says why a
-version may or may not be promoted without opening the report.
+version may or may not be promoted without opening the report. The data-quality check counts only patients
+outside the expectations on the model's inputs; protocol shift warnings are carried in the decision, listed
+next to the checks, and never change whether it passes.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ class GateEvidence:
     n_significant: int              # acquisition parameters with BH-adjusted p < alpha
     n_tested: int                   # acquisition parameters with a correlation test
     alpha: float
-    n_outside: int                  # patients outside a training-derived expectation
-    n_profiled: int                 # patients the data-quality suite ran on
+    n_outside: int                  # patients outside a training-derived model-input expectation
+    n_profiled: int                 # patients the model-input suite ran on
+    shift_warnings: tuple[str, ...] = ()  # protocol descriptors outside training (reported, not gated)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Check:
 @dataclass(frozen=True)
 class GateDecision:
     checks: tuple[Check, ...]
+    shift_warnings: tuple[str, ...] = ()  # listed with the decision; they do not change ``passed``
 
     @property
     def passed(self) -> bool:
@@ -52,7 +56,8 @@ class GateDecision:
 
     def to_dict(self) -> dict:
         return {"decision": self.decision, "reasons": self.reasons,
-                "checks": {c.name: {"passed": c.passed, "reason": c.reason} for c in self.checks}}
+                "checks": {c.name: {"passed": c.passed, "reason": c.reason} for c in self.checks},
+                "shift_warnings": list(self.shift_warnings)}
 
 
 def _check(name: str, passed: bool, text: str) -> Check:
@@ -84,7 +89,7 @@ def decide(evidence: GateEvidence, gate: GateParams) -> GateDecision:
                f"max_significant_correlations {gate.max_significant_correlations}"),
         _check("data_quality", fraction <= gate.max_outside_fraction,
                f"{e.n_outside} of {e.n_profiled} patients ({fraction:.1%}) outside the training-derived "
-               f"expectations {'<=' if fraction <= gate.max_outside_fraction else '>'} max_outside_fraction "
-               f"{gate.max_outside_fraction:.1%}"),
+               f"model-input expectations {'<=' if fraction <= gate.max_outside_fraction else '>'} "
+               f"max_outside_fraction {gate.max_outside_fraction:.1%}"),
     )
-    return GateDecision(checks)
+    return GateDecision(checks, tuple(e.shift_warnings))

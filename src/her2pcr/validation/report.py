@@ -12,7 +12,8 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f3f3f3}.gate{padding:.8em 1.2em;border-radius:6px;margin:1em 0}
 .pass{background:#e6f4ea;border:2px solid #1e8e3e}.fail{background:#fce8e6;border:2px solid #d93025}
-li.pass,li.fail{background:none;border:none}li.fail{color:#b3261e}.note{color:#555}"""
+li.pass,li.fail{background:none;border:none}li.fail{color:#b3261e}.note{color:#555}
+.warnings{background:#fef7e0;border:1px solid #f9ab00;padding:.5em 1.2em;border-radius:6px}"""
 
 
 def roc_png(y_true, scores, title: str) -> bytes:
@@ -63,8 +64,13 @@ def render_html(results: dict, roc: bytes | None = None) -> str:
     """The page of ``results`` (what metrics/validate/<cohort>.json holds)."""
     cohort, model, gate = results["cohort"], results["model"], results["gate"]
     quality, correlations = results["data_quality"], results["correlations"]
+    protocol, warnings = results.get("protocol"), results.get("shift_warnings", [])
     reasons = "".join(f"<li class='{'pass' if check['passed'] else 'fail'}'>{escape(check['reason'])}</li>"
                       for check in gate["checks"].values())
+    warning_items = "".join(f"<li>{escape(w['text'])}</li>" for w in warnings)
+    warning_box = (f"<div class='warnings'><h3>Protocol shift warnings (not gated)</h3><ul>{warning_items}</ul>"
+                   f"</div>" if warnings else "<p class='note'>No protocol shift warning: every acquisition "
+                   "descriptor within what training saw.</p>")
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Validation {escape(cohort)}</title>"
         f"<style>{STYLE}</style></head><body>",
@@ -73,6 +79,7 @@ def render_html(results: dict, roc: bytes | None = None) -> str:
         f"(run <code>{escape(model['run_id'])}</code>); data-quality expectations derived from "
         f"{escape(results['train_cohort'])}. Research use only.</p>",
         f"<div class='gate {gate['decision']}'><h2>Gate: {gate['decision'].upper()}</h2><ul>{reasons}</ul></div>",
+        warning_box,
         f"<h2>Model metrics (n = {results['n']}, {results['n_pcr']} pCR)</h2>",
         _table(_metrics_rows(results["metrics"]), results["metrics"].get("note", "no metrics")),
     ]
@@ -89,12 +96,22 @@ def render_html(results: dict, roc: bytes | None = None) -> str:
     ]
     for name, rows in results["subsets"].items():
         parts += [f"<h3>{escape(name.replace('_', ' '))}</h3>", _table(rows)]
+    inputs = ", ".join(quality.get("inputs", []))
     parts += [
-        f"<h2>Data quality</h2><p>{quality['n_outside']} of {quality['n_patients']} patients outside the "
-        f"expectations derived from {escape(results['train_cohort'])} "
+        f"<h2>Data quality</h2><p>Expectations derived from {escape(results['train_cohort'])} "
         f"(<a href='docs/index.html'>Great Expectations Data Docs</a>).</p>",
+        f"<h3>Model inputs (gated)</h3><p>{quality['n_outside']} of {quality['n_patients']} patients outside the "
+        f"expectations on the model's inputs ({escape(inputs)}): phases present, VOI size, slice stacks and "
+        f"statistics of the standardised inputs.</p>",
         _table(quality["violations"], "every patient within the expectations"),
-        "<details><summary>Expectations</summary>", _table(quality["expectations"]), "</details>",
-        "</body></html>",
+        "<details><summary>Model-input expectations</summary>", _table(quality["expectations"]), "</details>",
     ]
+    if protocol is not None:
+        parts += [
+            f"<h3>Acquisition protocol (warnings only)</h3><p>{protocol['n_outside']} of {protocol['n_patients']} "
+            f"patients outside the protocol seen in training; a shift here is reported, not gated.</p>",
+            _table(protocol["violations"], "every patient within the training protocol"),
+            "<details><summary>Protocol expectations</summary>", _table(protocol["expectations"]), "</details>",
+        ]
+    parts.append("</body></html>")
     return "\n".join(parts)

@@ -1,11 +1,16 @@
 """The validate@<cohort> stage: data quality, metrics, correlations and the gate of the registered version on one
-external cohort; results as DVC metrics, an HTML report, and tags + artifacts on the version in MLflow."""
+external cohort; results as DVC metrics, an HTML report, and tags + artifacts on the version in MLflow.
+
+Data quality is two suites derived from the training cohort: the model's inputs (phases present, VOI size,
+stacks, statistics of the standardised inputs), which the gate checks, and the acquisition protocol, whose
+shifts are reported as warnings (JSON, report, a version tag) without failing the gate."""
 
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -14,10 +19,11 @@ from her2pcr.config import CohortsParams, RegistryParams, TrackingParams, Valida
 from her2pcr.evaluation.stage import json_safe
 from her2pcr.registry.tags import RegisteredVersion, gate_tag, reasons_tag
 from her2pcr.stats.correlation import TABLE3_PARAMETERS, spearman_bh
-from her2pcr.validation.expectations import DataQualityOutcome, check_cohort, derive_expectations
+from her2pcr.validation.expectations import PROTOCOL_SUITE, SUITE, DataQualityOutcome, check_suites, derive_expectations
 from her2pcr.validation.gate import GateDecision, GateEvidence, decide
-from her2pcr.validation.profile import SET_COLUMNS, profile_table
+from her2pcr.validation.profile import SET_COLUMNS, exam_table, input_set_columns, input_table, protocol_table
 from her2pcr.validation.report import render_html, roc_png
+from her2pcr.validation.shift import ShiftWarning, shift_warnings
 
 log = logging.getLogger(__name__)
 MAX_TAG_CHARS = 5000  # MLflow's limit on a model-version tag value
@@ -29,25 +35,71 @@ def cohort_patients(interim_dir: Path, cohort: str) -> list[str]:
     return sorted(clinical.patient_id[clinical.cohort == cohort].astype(str))
 
 
-def data_quality(params: ValidateParams, cohort: str, out_dir: Path) -> tuple[DataQualityOutcome, list[dict]]:
-    """Expectations derived from the training cohort's profile table, run on the cohort's."""
+def shift_warnings_tag(cohort: str) -> str:
+    """Version tag holding the protocol shift warnings ("; "-separated, ``none`` without any); never gated."""
+    return f"validation.{cohort}.shift_warnings"
+
+
+@dataclass(frozen=True)
+class DataQuality:
+    """Both suites on one cohort: the gated model-input one and the protocol one with its warnings."""
+
+    inputs: DataQualityOutcome
+    input_expectations: list[dict]
+    protocol: DataQualityOutcome
+    protocol_expectations: list[dict]
+    warnings: list[ShiftWarning]
+
+
+def training_input_patients(processed_dir: Path, train_cohort: str, inputs: list[str]) -> list[str]:
+    """Training patients whose processed exam has every model input: the data the model was fitted on."""
+    from her2pcr.training.data import patients_of, read_index
+
+    return patients_of(read_index(processed_dir), [train_cohort], inputs)
+
+
+def data_quality(params: ValidateParams, cohort: str, inputs: list[str], out_dir: Path) -> DataQuality:
+    """Expectations derived from the training cohort's two tables, run on the cohort's (one GX context)."""
     train_ids = cohort_patients(params.interim_dir, params.train_cohort)
     if not train_ids:
         raise ValueError(f"training cohort {params.train_cohort!r} has no patient in {params.interim_dir}")
-    expectations = derive_expectations(profile_table(params.interim_dir, train_ids), params.range_margin,
-                                       SET_COLUMNS)
-    table = profile_table(params.interim_dir, cohort_patients(params.interim_dir, cohort))
-    table.to_csv(out_dir / "profile.csv")
-    return check_cohort(table, expectations, out_dir), [e.to_dict() for e in expectations]
+    train_input_ids = training_input_patients(params.processed_dir, params.train_cohort, inputs)
+    if not train_input_ids:
+        raise ValueError(f"no patient of training cohort {params.train_cohort!r} in {params.processed_dir} has "
+                         f"every model input {inputs}")
+    train_exams = exam_table(params.interim_dir, train_ids)
+    input_expectations = derive_expectations(
+        input_table(params.processed_dir, train_input_ids, inputs, train_exams), params.range_margin,
+        input_set_columns(inputs))
+    protocol_expectations = derive_expectations(protocol_table(params.interim_dir, train_ids, train_exams),
+                                                params.range_margin, SET_COLUMNS)
+    ids = cohort_patients(params.interim_dir, cohort)
+    exams = exam_table(params.interim_dir, ids)
+    inputs_frame = input_table(params.processed_dir, ids, inputs, exams)
+    protocol_frame = protocol_table(params.interim_dir, ids, exams)
+    inputs_frame.to_csv(out_dir / "inputs_profile.csv")
+    protocol_frame.to_csv(out_dir / "protocol_profile.csv")
+    outcomes = check_suites({SUITE: (inputs_frame, input_expectations),
+                             PROTOCOL_SUITE: (protocol_frame, protocol_expectations)}, out_dir)
+    return DataQuality(outcomes[SUITE], [e.to_dict() for e in input_expectations], outcomes[PROTOCOL_SUITE],
+                       [e.to_dict() for e in protocol_expectations],
+                       shift_warnings(outcomes[PROTOCOL_SUITE], protocol_expectations))
 
 
-def predictions_of(params: ValidateParams, cohort: str) -> tuple[pd.DataFrame, list[str]]:
-    """Patient P(pCR) of the model in model_dir with receptor status and field strength; patients left out."""
+def load_model(params: ValidateParams):
+    """The model in model_dir (the registered version's, see check_model_matches) and its input names."""
     import keras
 
-    from her2pcr.evaluation.predict import add_covariates, predict_cohorts
+    from her2pcr.models.cnn import model_phases
 
     model = keras.saving.load_model(params.model_dir / "model.keras", compile=False)
+    return model, model_phases(model)
+
+
+def predictions_of(model, params: ValidateParams, cohort: str) -> tuple[pd.DataFrame, list[str]]:
+    """Patient P(pCR) of the model with receptor status and field strength; patients left out."""
+    from her2pcr.evaluation.predict import add_covariates, predict_cohorts
+
     predictions, left_out = predict_cohorts(model, params.processed_dir, [cohort])
     return add_covariates(predictions, params.interim_dir, None), left_out
 
@@ -87,7 +139,8 @@ def evidence_of(results: dict) -> GateEvidence:
     return GateEvidence(n=results["n"], n_positive=results["n_pcr"], auc=metrics.get("auc"),
                         auc_ci_low=metrics.get("delong_ci_low"), n_significant=corr["n_significant"],
                         n_tested=corr["n_tested"], alpha=corr["alpha"], n_outside=quality["n_outside"],
-                        n_profiled=quality["n_patients"])
+                        n_profiled=quality["n_patients"],
+                        shift_warnings=tuple(w["text"] for w in results["shift_warnings"]))
 
 
 def check_model_matches(version: RegisteredVersion, model_dir: Path) -> None:
@@ -102,12 +155,15 @@ def check_model_matches(version: RegisteredVersion, model_dir: Path) -> None:
 
 def record_in_registry(version: RegisteredVersion, cohort: str, decision: GateDecision, auc: float | None,
                        files: list[Path], tracking: TrackingParams) -> None:
-    """Gate, reasons and AUC as version tags (what promotion reads); report and metrics on the version's run."""
+    """Gate, reasons, AUC and shift warnings as version tags (promotion reads the gate); report and metrics on
+    the version's run."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=tracking.uri, registry_uri=tracking.uri)
+    warnings = "; ".join(decision.shift_warnings) or "none"
     tags = {gate_tag(cohort): decision.decision, reasons_tag(cohort): "; ".join(decision.reasons)[:MAX_TAG_CHARS],
-            f"validation.{cohort}.auc": "n/a" if auc is None else f"{auc:.4f}"}
+            f"validation.{cohort}.auc": "n/a" if auc is None else f"{auc:.4f}",
+            shift_warnings_tag(cohort): warnings[:MAX_TAG_CHARS]}
     for key, value in tags.items():
         client.set_model_version_tag(version.name, version.version, key, value)
     for path in files:
@@ -125,8 +181,9 @@ def validate(cohort: str, params: ValidateParams, registry: RegistryParams, trac
     shutil.rmtree(out_dir, ignore_errors=True)  # the stage's own output: no stale Data Docs from an older run
     out_dir.mkdir(parents=True)
 
-    quality, expectations = data_quality(params, cohort, out_dir)
-    frame, left_out = predictions_of(params, cohort)
+    model, inputs = load_model(params)
+    quality = data_quality(params, cohort, inputs, out_dir)
+    frame, left_out = predictions_of(model, params, cohort)
     results: dict = {
         "cohort": cohort, "train_cohort": params.train_cohort,
         "model": {"name": version.name, "version": str(version.version), "run_id": version.run_id,
@@ -134,7 +191,10 @@ def validate(cohort: str, params: ValidateParams, registry: RegistryParams, trac
         "n": len(frame), "n_pcr": int(frame.pcr.sum()), "not_evaluated": left_out,
         "metrics": model_metrics(frame, params), "subsets": subsets(frame, params.threshold),
         "correlations": correlations(frame, params.interim_dir, params.alpha),
-        "data_quality": {**quality.to_dict(), "expectations": expectations},
+        # data_quality: the gated model-input suite (key kept for its readers); protocol: warnings only
+        "data_quality": {**quality.inputs.to_dict(), "inputs": inputs, "expectations": quality.input_expectations},
+        "protocol": {**quality.protocol.to_dict(), "expectations": quality.protocol_expectations},
+        "shift_warnings": [w.to_dict() for w in quality.warnings],
     }
     decision = decide(evidence_of(results), params.gate)
     results["gate"] = {**decision.to_dict(), "thresholds": params.gate.model_dump()}

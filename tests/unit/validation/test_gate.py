@@ -1,4 +1,5 @@
-"""The gate on both sides of every threshold, with one reason per check for passes and failures alike."""
+"""The gate on both sides of every threshold, with one reason per check for passes and failures alike; protocol
+shift warnings are listed with the decision and never change it."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def test_values_at_the_thresholds_pass_with_a_reason_per_check():
     ("auc_ci_low", {"auc_ci_low": 0.4999}, "0.4999 < min_auc_ci_low 0.5"),
     ("auc_ci_low", {"auc_ci_low": None}, "not computed"),
     ("acquisition_correlations", {"n_significant": 2}, "2 of 8 parameters with BH-adjusted p < 0.05 > "),
-    ("data_quality", {"n_outside": 6}, "6 of 20 patients (30.0%) outside the training-derived expectations > "),
+    ("data_quality", {"n_outside": 6},
+     "6 of 20 patients (30.0%) outside the training-derived model-input expectations > "),
 ])
 def test_each_threshold_crossed_fails_only_its_check(check, changes, text):
     decision = decide(replace(AT_THRESHOLDS, **changes), GATE)
@@ -59,3 +61,16 @@ def test_to_dict_carries_decision_reasons_and_checks():
     data = decide(replace(AT_THRESHOLDS, auc=0.2), GATE).to_dict()
     assert data["decision"] == FAIL and len(data["reasons"]) == 6
     assert data["checks"]["auc"]["passed"] is False and data["checks"]["patients"]["passed"] is True
+    assert data["shift_warnings"] == []
+
+
+WARNINGS = ("field_strength_t: unseen value 3 in 4 of 20 patients (training: 1.5)",
+            "bolus_volume_ml: 20 of 20 patients outside the training range (between 13.5 and 16.5), observed 30")
+
+
+@pytest.mark.parametrize("evidence", [AT_THRESHOLDS, replace(AT_THRESHOLDS, auc=0.2)])
+def test_shift_warnings_are_listed_but_never_change_the_decision(evidence):
+    without = decide(evidence, GATE)
+    warned = decide(replace(evidence, shift_warnings=WARNINGS), GATE)
+    assert warned.passed == without.passed and warned.reasons == without.reasons
+    assert warned.shift_warnings == WARNINGS and warned.to_dict()["shift_warnings"] == list(WARNINGS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from her2pcr.cli import app
 from her2pcr.models.cnn import CNNConfig, build_model
 from her2pcr.registry.tags import PASS, RegisteredVersion, gate_tag, reasons_tag
-from her2pcr.validation.stage import check_model_matches, model_metrics
+from her2pcr.validation.stage import check_model_matches, model_metrics, shift_warnings_tag
 from tests.conftest import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,10 @@ def validated(tiny_processed, tmp_path_factory):
     model_dir = tmp / "models" / "cnn"
     model_dir.mkdir(parents=True)
     keras.utils.set_random_seed(0)
-    model = build_model(CNNConfig(phases=["pre", "post3"], input_size=156, filters=[2, 2, 4, 4], dense_units=4))
+    with np.load(next(tiny_processed.glob("*.npz"))) as sample:  # the preprocessing's input size, whatever it is
+        input_size = sample["pre"].shape[1]
+    model = build_model(CNNConfig(phases=["pre", "post3"], input_size=input_size, filters=[2, 2, 4, 4],
+                                  dense_units=4))
     model.save(model_dir / "model.keras")
     tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
     version = register(tmp, tracking_uri, model_dir / "model.keras")
@@ -80,14 +84,24 @@ def test_metrics_file_holds_metrics_correlations_quality_and_gate(validated):
     assert {row["parameter"] for row in results["correlations"]["parameters"]} >= {"repetition_time_ms",
                                                                                   "flip_angle_deg"}
     assert set(results["subsets"]) == {"hormone_receptor", "field_strength"}
-    quality = results["data_quality"]
-    assert quality["n_patients"] == 4 and quality["expectations"]
-    # The tiny D1 is all 1.5 T and inst2-004 is 3 T: it must be named with its value and the training set.
+    quality, protocol = results["data_quality"], results["protocol"]
+    assert quality["n_patients"] == protocol["n_patients"] == 4 and quality["expectations"]
+    assert quality["inputs"] == ["pre", "post3"]  # the model's inputs, and only these, are profiled
+    assert {e["column"] for e in quality["expectations"]} >= {"has_pre", "has_post3", "n_stacks", "voi_row_mm",
+                                                             "input_pre_mean", "input_post3_p99"}
+    assert not any(e["column"] == "field_strength_t" for e in quality["expectations"])
+    # The tiny D1 is all 1.5 T and inst2-004 is 3 T: a protocol shift, named with its value and the training
+    # set, and a warning rather than a data-quality failure.
     assert {"patient_id": "inst2-004", "column": "field_strength_t", "value": 3.0, "expected": "one of {1.5}",
-            "expectation": "expect_column_values_to_be_in_set"} in quality["violations"]
+            "expectation": "expect_column_values_to_be_in_set"} in protocol["violations"]
+    assert not any(v["column"] == "field_strength_t" for v in quality["violations"])
     assert set(quality["outside_patients"]) == {v["patient_id"] for v in quality["violations"]}
+    warnings = [w["text"] for w in results["shift_warnings"]]
+    assert any(w.startswith("field_strength_t: unseen value 3 in ") for w in warnings)
+    assert results["gate"]["shift_warnings"] == warnings
     assert results["gate"]["decision"] == PASS  # the tiny profile's permissive gate
     assert len(results["gate"]["reasons"]) == 6
+    assert "model-input expectations" in results["gate"]["checks"]["data_quality"]["reason"]
     assert "validate D3: AUC" in outputs["D3"] and "gate pass" in outputs["D3"]
 
 
@@ -107,9 +121,11 @@ def test_report_and_data_docs_are_written(validated):
     params, _, _ = validated
     out = params.validation.reports_dir / "D3"
     html = (out / "report.html").read_text()
-    assert html.index("Gate: PASS") < html.index("Model metrics") < html.index("Data quality")
-    assert "inst2-004" in html and "field_strength_t" in html and "data:image/png;base64" in html
-    assert (out / "docs" / "index.html").exists() and (out / "data_quality.json").exists()
+    assert html.index("Gate: PASS") < html.index("Protocol shift warnings") < html.index("Model metrics") \
+        < html.index("Data quality") < html.index("Acquisition protocol (warnings only)")
+    assert "inst2-004" in html and "field_strength_t: unseen value 3" in html and "data:image/png;base64" in html
+    assert (out / "docs" / "index.html").exists()
+    assert (out / "data_quality.json").exists() and (out / "protocol.json").exists()
 
 
 def test_version_tags_and_run_artifacts_are_recorded(validated):
@@ -120,6 +136,9 @@ def test_version_tags_and_run_artifacts_are_recorded(validated):
     tags = client.get_model_version(version.name, version.version).tags
     assert tags[gate_tag("D3")] == tags[gate_tag("D4")] == PASS
     assert tags[reasons_tag("D3")].count("; ") == 5 and "auc pass" in tags[reasons_tag("D3")]
+    results = json.loads((params.validation.metrics_dir / "D3.json").read_text())
+    assert tags[shift_warnings_tag("D3")] == "; ".join(w["text"] for w in results["shift_warnings"])
+    assert "field_strength_t: unseen value 3" in tags[shift_warnings_tag("D3")]
     assert float(tags["validation.D3.auc"]) == pytest.approx(
         json.loads((params.validation.metrics_dir / "D3.json").read_text())["metrics"]["auc"], abs=1e-4)
     logged = {a.path for a in client.list_artifacts(version.run_id, "validation/D3")}
