@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from her2pcr.preprocess.chain import PreprocessConfig
 
 PARAMS_FILE = Path("params.yaml")
 PROFILES_DIR = Path("conf/profiles")
@@ -164,17 +166,19 @@ class CohortsParams(Strict):
         return self
 
 
-class PreprocessParams(Strict):
+class PreprocessParams(PreprocessConfig):
+    """The chain's settings (one schema: ``PreprocessConfig``) plus where the stage reads and writes."""
+
     interim_dir: Path
     out_dir: Path
-    n4_mode: Literal["per_exam", "per_phase", "off"]
-    n4_shrink_factor: int = Field(ge=1)
-    input_size: int = Field(ge=8)
-    channels: int = Field(ge=1)
     workers: int = Field(ge=1)
 
+    def chain_config(self) -> PreprocessConfig:
+        return PreprocessConfig(**self.model_dump(include=set(PreprocessConfig.model_fields)))
 
-PhaseName = Literal["pre", "post1", "post2", "post3"]
+
+#: A model input: a phase (pre, postN) or a derived subtraction subN = postN - pre.
+PhaseName = Annotated[str, StringConstraints(pattern=r"^(pre|post[1-9]|sub[1-9])$")]
 
 
 class TrainParams(Strict):
@@ -187,6 +191,9 @@ class TrainParams(Strict):
     validation_cohorts: list[str]
     phases: list[PhaseName] = Field(min_length=1, max_length=4)
     filters: list[int] = Field(min_length=1)
+    padding: Literal["valid", "same"]
+    normalization: Literal["none", "batch"]  # batch: convolution -> batch norm -> activation
+    head: Literal["flatten", "global_average"]  # flatten (paper) or global average pooling of each branch
     dense_units: int = Field(ge=1)
     dropout: list[float]  # one rate per dropout layer (after every two blocks)
     dense_dropout: float = Field(ge=0, lt=1)
@@ -199,7 +206,11 @@ class TrainParams(Strict):
     decay: float = Field(ge=0)  # learning-rate decay per epoch (inverse time, as Keras 2's `decay`)
     batch_size: int = Field(ge=1)
     epochs: int = Field(ge=1)
-    early_stopping_patience: int = Field(ge=0)  # 0 = off
+    # cv: one model per patient-level fold of the training cohorts, the epoch of the best mean out-of-fold AUC,
+    # the fold models' ensemble; holdout: the validation cohorts' AUC selects the epoch (the paper's D2).
+    selection: Literal["cv", "holdout"]
+    cv_folds: int = Field(ge=2)
+    min_epoch: int = Field(ge=0)  # epochs before this one are never selected (a lucky epoch 0 is noise)
     augmentation_strength: float = Field(ge=0)
     max_stacks_per_patient: int | None = Field(default=None, ge=1)  # central stacks only; None = all
     seed: int

@@ -33,7 +33,7 @@ Initializer = Literal[
     "random_normal", "random_uniform", "glorot_uniform", "glorot_normal",
     "he_normal", "he_uniform", "lecun_normal", "lecun_uniform",
 ]
-PHASE_PATTERN = r"^(pre|post[1-9][0-9]*)$"
+PHASE_PATTERN = r"^(pre|post[1-9][0-9]*|sub[1-9][0-9]*)$"
 
 
 class CNNConfig(BaseModel):
@@ -56,6 +56,8 @@ class CNNConfig(BaseModel):
     dense_dropout: float = Field(0.40, ge=0, lt=1)
     activation: Activation = "relu"
     initializer: Initializer = "random_normal"
+    normalization: Literal["none", "batch"] = Field("none", description="batch: conv -> batch norm -> activation")
+    head: Literal["flatten", "global_average"] = Field("flatten", description="how a branch's maps become features")
     output_units: Literal[1, 2] = 2
     output_activation: Literal["sigmoid", "softmax"] = "sigmoid"
 
@@ -64,7 +66,7 @@ class CNNConfig(BaseModel):
     def _phase_names(cls, phases: list[str]) -> list[str]:
         bad = [p for p in phases if not re.match(PHASE_PATTERN, p)]
         if bad:
-            raise ValueError(f"phase names must be 'pre' or 'postN': {bad}")
+            raise ValueError(f"phase names must be 'pre', 'postN' or 'subN': {bad}")
         if len(set(phases)) != len(phases):
             raise ValueError(f"duplicate phases: {phases}")
         return phases
@@ -140,11 +142,18 @@ def build_model(config: CNNConfig) -> keras.Model:
     inputs = {p: keras.Input((config.input_size, config.input_size, config.channels), name=input_name(p),
                              dtype="float32") for p in config.phases}
     x = dict(inputs)
+    batch_norm = config.normalization == "batch"
     for block in range(1, config.blocks + 1):
         for p in config.phases:
+            # With batch norm the convolution is linear and unbiased; the activation follows the normalisation.
             x[p] = keras.layers.Conv2D(config.filters[block - 1], config.kernel_size, padding=config.padding,
-                                       activation=config.activation, kernel_initializer=config.initializer,
+                                       activation=None if batch_norm else config.activation,
+                                       use_bias=not batch_norm, kernel_initializer=config.initializer,
                                        name=name("conv2d"))(x[p])
+        if batch_norm:
+            for p in config.phases:
+                x[p] = keras.layers.BatchNormalization(name=name("batch_normalization"))(x[p])
+                x[p] = keras.layers.Activation(config.activation, name=name("activation"))(x[p])
         if block >= config.pool_from_block:
             for p in config.phases:
                 x[p] = keras.layers.MaxPooling2D(config.pool_size, name=name("max_pooling2d"))(x[p])
@@ -152,7 +161,11 @@ def build_model(config: CNNConfig) -> keras.Model:
             rate = config.dropout_rates[block // config.dropout_every - 1]
             for p in config.phases:
                 x[p] = keras.layers.Dropout(rate, name=name("dropout"))(x[p])
-    flat = [keras.layers.Flatten(name=name("flatten"))(x[p]) for p in config.phases]
+    if config.head == "flatten":
+        flat = [keras.layers.Flatten(name=name("flatten"))(x[p]) for p in config.phases]
+    else:  # a few hundred features instead of tens of thousands: less to memorise on 85 patients
+        flat = [keras.layers.GlobalAveragePooling2D(name=name("global_average_pooling2d"))(x[p])
+                for p in config.phases]
     features = keras.layers.Concatenate(name=name("concatenate"))(flat) if len(flat) > 1 else flat[0]
     hidden = keras.layers.Dense(config.dense_units, activation=config.activation,
                                 kernel_initializer=config.initializer, name=name("dense"))(features)
@@ -164,6 +177,31 @@ def build_model(config: CNNConfig) -> keras.Model:
         # paper's INPUT_DCEMRI_* names. Calls, fit, save and load all map the dict by key (tested).
         warnings.filterwarnings("ignore", message="When providing `inputs` as a dict", category=UserWarning)
         return keras.Model(inputs=inputs, outputs=output, name="her2pcr_cnn")
+
+
+def build_ensemble(members: list[keras.Model]) -> keras.Model:
+    """One model whose P(pCR) is the mean of its members' outputs (the fold models of cross-validation).
+
+    Members share the phase inputs; a single member is returned as it is.
+    """
+    if len(members) == 1:
+        return members[0]
+    phases = model_phases(members[0])
+    shape = members[0].input[phases[0]].shape[1:]
+    inputs = {p: keras.Input(shape, name=input_name(p), dtype="float32") for p in phases}
+    outputs = [keras.layers.Identity(name=f"member_{k + 1}")(m(inputs)) for k, m in enumerate(members)]
+    for k, m in enumerate(members):
+        m.name = f"fold_{k + 1}"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="When providing `inputs` as a dict", category=UserWarning)
+        return keras.Model(inputs=inputs, outputs=keras.layers.Average(name="ensemble_mean")(outputs),
+                           name="her2pcr_cnn_ensemble")
+
+
+def ensemble_members(model: keras.Model) -> list[keras.Model]:
+    """The member models of an ensemble built by ``build_ensemble``; ``[model]`` for a single model."""
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return members or [model]
 
 
 def model_phases(model: keras.Model) -> list[str]:

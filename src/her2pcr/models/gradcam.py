@@ -31,7 +31,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from her2pcr.models.cnn import input_name, model_phases, positive_class
+from her2pcr.models.cnn import ensemble_members, input_name, model_phases, positive_class
 
 _ACT_KEY = "__activations__"
 
@@ -214,13 +214,21 @@ def guided_gradcam(model: keras.Model, inputs: Mapping[str, np.ndarray], phase: 
 
 
 def explain(model: keras.Model, inputs: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """All three maps for every phase of one sample: ``{phase: {"gradcam", "guided_backprop", "guided_gradcam"}}``."""
-    guided = guided_model(model)
-    out = {}
-    for phase in model_phases(model):
-        cam = gradcam(model, inputs, phase)
-        backprop = guided_backprop(model, inputs, phase, guided)
-        out[phase] = {"gradcam": cam, "guided_backprop": backprop, "guided_gradcam": backprop * cam[..., None]}
+    """All three maps for every phase of one sample: ``{phase: {"gradcam", "guided_backprop", "guided_gradcam"}}``.
+
+    For an ensemble (``cnn.build_ensemble``) each map is the mean of its members' maps, the explanation of the
+    mean prediction's parts.
+    """
+    members = ensemble_members(model)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for member in members:
+        guided = guided_model(member)
+        for phase in model_phases(member):
+            cam = gradcam(member, inputs, phase)
+            backprop = guided_backprop(member, inputs, phase, guided)
+            maps = {"gradcam": cam, "guided_backprop": backprop, "guided_gradcam": backprop * cam[..., None]}
+            for name, value in maps.items():
+                out.setdefault(phase, {})[name] = out.get(phase, {}).get(name, 0) + value / len(members)
     return out
 
 

@@ -1,8 +1,10 @@
 """The deterministic preprocessing chain: one object for training, evaluation, validation and serving.
 
-Order follows the reference study (section 4.2): bias-field correction of each
-whole volume, crop to the tumour box, zero-pad in-plane to the CNN input size,
-stacks of adjacent slices as channels, normalisation of each input by its maximum.
+Default order: bias-field correction of each whole volume, crop to the tumour box widened in-plane by a margin
+in mm (the peritumoural region carries signal), one intensity reference per exam (so enhancement survives),
+resampling in-plane to one physical spacing, pad/crop to the CNN input size, derived subtraction inputs, stacks
+of adjacent slices as channels. The reference study's exact setting (section 4.2: no margin, native spacing,
+zero-pad to 156, each input over its own maximum) is ``conf/profiles/paper.yaml``.
 """
 
 from __future__ import annotations
@@ -16,19 +18,33 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from her2pcr.preprocess.bias import N4BiasCorrection
-from her2pcr.preprocess.voi import CropToBox, NormaliseMax, PadOrCropInPlane, SliceStacks
+from her2pcr.preprocess.voi import (
+    CropToBox,
+    CropWithMargin,
+    ExamReferenceScale,
+    NormaliseMax,
+    PadOrCropInPlane,
+    ResampleInPlane,
+    SliceStacks,
+    subtraction_name,
+)
 
 #: Bump when the chain's behaviour changes without a config change, so cached outputs are invalidated.
-CHAIN_VERSION = 1
+CHAIN_VERSION = 2
 
 
 class PreprocessConfig(BaseModel):
-    """Settings of the deterministic chain (the ``preprocess`` section of params)."""
+    """Settings of the deterministic chain (the chain's keys of the ``preprocess`` section of params)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n4_mode: Literal["per_exam", "per_phase", "off"] = "per_exam"
     n4_shrink_factor: int = Field(default=4, ge=1)
+    margin_mm: float = Field(default=0.0, ge=0, description="in-plane margin added to the box on every side")
+    spacing_mm: float | None = Field(default=None, gt=0, description="in-plane resampling; None = native grid")
+    intensity: Literal["exam_reference", "max_per_input"] = "max_per_input"
+    intensity_range: float = Field(default=4.0, gt=0, description="exam_reference: value / reference mapped to 1")
+    subtractions: bool = Field(default=False, description="derived inputs subK = postK - pre")
     input_size: int = Field(default=156, ge=1)
     channels: int = Field(default=3, ge=1)
 
@@ -48,34 +64,51 @@ def phase_names(n_phases: int) -> list[str]:
 
 
 class PreprocessChain:
-    """Exam (phase, slice, row, column) + spacing + tumour box -> per-phase CNN inputs.
+    """Exam (phase, slice, row, column) + spacing + tumour box -> CNN inputs by name.
 
-    ``chain(image4d, spacing, box)`` returns ``{"pre": x0, "post1": x1, ...}``,
-    each float32 of shape (n_stacks, input_size, input_size, channels) in [0, 1],
-    where n_stacks is the number of box slices inside the volume.
+    ``chain(image4d, spacing, box)`` returns ``{"pre": x0, "post1": x1, ..., "sub1": x1 - x0, ...}``,
+    each float32 of shape (n_stacks, input_size, input_size, channels) in [0, 1], where n_stacks is the
+    number of box slices inside the volume.
     """
 
     def __init__(self, config: PreprocessConfig | None = None) -> None:
-        self.config = config if config is not None else PreprocessConfig()
-        self.bias = N4BiasCorrection(mode=self.config.n4_mode, shrink_factor=self.config.n4_shrink_factor)
-        self.crop = CropToBox(clip=True)
-        self.pad = PadOrCropInPlane(size=self.config.input_size)
-        self.stacks = SliceStacks(channels=self.config.channels)
-        self.normalise = NormaliseMax(input_ndim=3)
+        self.config = cfg = config if config is not None else PreprocessConfig()
+        self.bias = N4BiasCorrection(mode=cfg.n4_mode, shrink_factor=cfg.n4_shrink_factor)
+        self.box = CropToBox(clip=True)
+        self.crop = CropWithMargin(margin_mm=cfg.margin_mm)
+        self.resample = ResampleInPlane(target_mm=cfg.spacing_mm)
+        self.pad = PadOrCropInPlane(size=cfg.input_size)
+        self.stacks = SliceStacks(channels=cfg.channels)
+        self.normalise = NormaliseMax(input_ndim=3) if cfg.intensity == "max_per_input" \
+            else ExamReferenceScale(intensity_range=cfg.intensity_range)
 
     def __repr__(self) -> str:
         return f"PreprocessChain({self.config!r})"
+
+    def _transforms(self) -> tuple:
+        return self.bias, self.box, self.crop, self.resample, self.pad, self.stacks, self.normalise
 
     def __call__(self, image4d: np.ndarray, spacing: Sequence[float], box: Sequence[int]) -> dict[str, np.ndarray]:
         image4d = np.asarray(image4d)
         if image4d.ndim != 4:
             raise ValueError(f"expected a 4-D (phase, slice, row, column) exam, got shape {image4d.shape}")
         # Validate the box before the (slow) bias correction, so a bad annotation fails fast.
-        self.crop.slices(image4d.shape[1:], box)
+        box_index = self.box.slices(image4d.shape[1:], box)
         corrected = self.bias(image4d, spacing)  # whole volume: the field needs the whole breast
-        voi = self.crop(corrected, box)  # (phase, slice, row, column)
-        stacks = self.normalise(self.stacks(self.pad(voi)))  # (phase, stack, size, size, channels)
-        return {name: stacks[i] for i, name in enumerate(phase_names(image4d.shape[0]))}
+        voi = self.crop(corrected, spacing, box).astype(np.float32)  # (phase, slice, row, column)
+        if isinstance(self.normalise, ExamReferenceScale):
+            voi = self.normalise(voi, corrected[(slice(None), *box_index)])
+        voi = self.pad(self.resample(voi, spacing))
+        names = phase_names(image4d.shape[0])
+        volumes = dict(zip(names, voi, strict=True))
+        if self.config.subtractions:
+            volumes.update({subtraction_name(p): volumes[p] - volumes["pre"] for p in names[1:]})
+        out = {}
+        for name, volume in volumes.items():
+            stacked = self.stacks(volume)  # (stack, size, size, channels)
+            out[name] = self.normalise(stacked) if isinstance(self.normalise, NormaliseMax) \
+                else np.clip(stacked, 0.0, 1.0).astype(np.float32)
+        return out
 
     def fingerprint(self) -> str:
         """Stable 16-hex-digit hash of everything that determines the output (cache key).
@@ -87,7 +120,7 @@ class PreprocessChain:
         payload = {
             "version": CHAIN_VERSION,
             "config": self.config.model_dump(mode="json"),
-            "transforms": [repr(t) for t in (self.bias, self.crop, self.pad, self.stacks, self.normalise)],
+            "transforms": [repr(t) for t in self._transforms()],
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -177,3 +177,108 @@ class NormaliseMax:
         peak = out.max(axis=axes, keepdims=True)
         np.divide(out, peak, out=out, where=peak > 0)  # peak == 0 means out is already all zeros
         return out
+
+
+class CropWithMargin:
+    """Crop a (phase, slice, row, column) exam to the box widened in-plane by ``margin_mm`` on every side.
+
+    The peritumoural region (the enhancing shell reaches ~7 mm) carries signal that a tight box cuts off.
+    Slices stay those of the box (one stack per tumour slice). Parts of the widened box outside the volume are
+    filled with 0, so the box centre stays at the centre of the crop. ``margin_mm == 0`` is the plain box crop.
+    """
+
+    def __init__(self, margin_mm: float = 0.0) -> None:
+        if margin_mm < 0:
+            raise ValueError(f"margin_mm must be >= 0, got {margin_mm}")
+        self.margin_mm = float(margin_mm)
+        self.box_crop = CropToBox(clip=True)
+
+    def __repr__(self) -> str:
+        return f"CropWithMargin(margin_mm={self.margin_mm})"
+
+    def __call__(self, image4d: np.ndarray, spacing: Sequence[float], box: Sequence[int]) -> np.ndarray:
+        s, _, _ = self.box_crop.slices(image4d.shape[1:], box)  # validates the box
+        b = Box.of(box)
+        out_index, in_index, sizes = [], [], []
+        for start, end, n, step in ((b.row_start, b.row_end, image4d.shape[2], spacing[1]),
+                                    (b.column_start, b.column_end, image4d.shape[3], spacing[2])):
+            extra = int(np.ceil(self.margin_mm / float(step) - 1e-9))
+            lo, hi = start - extra, end + extra  # inclusive, may leave the volume
+            sizes.append(hi - lo + 1)
+            in_index.append(slice(max(lo, 0), min(hi, n - 1) + 1))
+            out_index.append(slice(max(lo, 0) - lo, min(hi, n - 1) + 1 - lo))
+        out = np.zeros((image4d.shape[0], s.stop - s.start, *sizes), dtype=image4d.dtype)
+        out[:, :, out_index[0], out_index[1]] = image4d[:, s, in_index[0], in_index[1]]
+        return out
+
+
+class ResampleInPlane:
+    """Resample the last two axes (row, column) from ``spacing`` to ``target_mm`` (linear interpolation).
+
+    One physical scale for every exam, whatever the site's pixel spacing: a 5 mm halo is the same number of
+    pixels everywhere. ``target_mm=None`` keeps the native grid (the paper's setting).
+    """
+
+    def __init__(self, target_mm: float | None = None) -> None:
+        if target_mm is not None and target_mm <= 0:
+            raise ValueError(f"target_mm must be > 0, got {target_mm}")
+        self.target_mm = None if target_mm is None else float(target_mm)
+
+    def __repr__(self) -> str:
+        return f"ResampleInPlane(target_mm={self.target_mm})"
+
+    def __call__(self, array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        if self.target_mm is None:
+            return array
+        from scipy import ndimage
+
+        factors = [1.0] * (array.ndim - 2) + [float(spacing[-2]) / self.target_mm,
+                                               float(spacing[-1]) / self.target_mm]
+        shape = [max(round(n * f), 1) for n, f in zip(array.shape, factors, strict=True)]
+        # grid_mode: pixel areas (not centres) map onto each other, so the VOI keeps its extent and centre.
+        return ndimage.zoom(array.astype(np.float32), [new / old for new, old in zip(shape, array.shape, strict=True)],
+                            order=1, mode="grid-constant", grid_mode=True, cval=0.0)
+
+
+class ExamReferenceScale:
+    """Divide every phase of one exam by one reference: the pre-contrast signal of its enhancing tissue.
+
+    The reference is the median pre-contrast intensity of the voxels inside the tumour box whose early
+    enhancement (first post-contrast minus pre-contrast) is in the top ``top_fraction``: tumour tissue, whose
+    native signal does not depend on fat suppression, and whose scale follows the scanner gain and the local
+    receive bias. All phases share the one factor, so enhancement ratios survive (per-input maxima scramble
+    them, and a fat-dominated maximum differs with and without fat suppression). ``__call__`` returns
+    ``value / (reference * intensity_range)``, unclipped: the chain derives subtractions first, then clips
+    every input to [0, 1].
+    """
+
+    def __init__(self, intensity_range: float = 4.0, top_fraction: float = 0.25) -> None:
+        if intensity_range <= 0 or not 0 < top_fraction <= 1:
+            raise ValueError("intensity_range must be > 0 and top_fraction in (0, 1]")
+        self.intensity_range = float(intensity_range)
+        self.top_fraction = float(top_fraction)
+
+    def __repr__(self) -> str:
+        return f"ExamReferenceScale(intensity_range={self.intensity_range}, top_fraction={self.top_fraction})"
+
+    def reference(self, box_region: np.ndarray) -> float:
+        """Reference intensity of a (phase, slice, row, column) box region (phase 0 = pre-contrast)."""
+        pre = box_region[0].astype(np.float64).ravel()
+        if box_region.shape[0] > 1:
+            enhancement = box_region[1].astype(np.float64).ravel() - pre
+            cut = np.quantile(enhancement, 1 - self.top_fraction)
+            chosen = pre[enhancement >= cut]
+        else:
+            chosen = pre
+        positive = chosen[chosen > 0]
+        if positive.size == 0:
+            positive = pre[pre > 0]
+        return float(np.median(positive)) if positive.size else 1.0
+
+    def __call__(self, array: np.ndarray, box_region: np.ndarray) -> np.ndarray:
+        return np.asarray(array, dtype=np.float32) / np.float32(self.reference(box_region) * self.intensity_range)
+
+
+def subtraction_name(phase: str) -> str:
+    """Name of the derived input ``phase - pre`` (``post3`` -> ``sub3``)."""
+    return "sub" + phase.removeprefix("post")

@@ -20,6 +20,15 @@ class StackSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def subset(self, patient_ids) -> StackSet:
+        """The stacks of the given patients (in this set's order)."""
+        keep = np.isin(self.patient_ids, list(patient_ids))
+        return StackSet({p: x[keep] for p, x in self.inputs.items()}, self.labels[keep], self.patient_ids[keep])
+
+    def patient_labels(self) -> pd.Series:
+        """One label per patient, sorted by patient id."""
+        return pd.Series(self.labels, index=self.patient_ids).groupby(level=0).first().sort_index()
+
 
 def read_index(processed_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(processed_dir / "index.parquet").set_index("patient_id")
@@ -48,7 +57,7 @@ def load_stacks(
             n = len(data[phases[0]])
             keep = central_slice_indices(n, max_stacks_per_patient)
             for phase in phases:
-                inputs[phase].append(data[phase][keep])
+                inputs[phase].append(data[phase][keep].astype(np.float32))  # stored as float16
         stack_labels.append(np.full(len(keep), int(labels[pid])))
         owners.append(np.full(len(keep), pid, dtype=object))
     if not owners:

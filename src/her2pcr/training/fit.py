@@ -1,10 +1,18 @@
-"""Fit the multi-input CNN on the training cohort, tracked in MLflow, selecting on patient-level validation AUC."""
+"""Fit the multi-input CNN, selecting the epoch on patient-level AUC: a holdout cohort, or cross-validation.
+
+``selection: cv`` (default) trains one model per patient-level stratified fold of the training cohorts, picks
+the epoch with the best mean out-of-fold AUC, and returns the ensemble of the fold models at that epoch (their
+mean probability). Every training patient then has an out-of-fold prediction, which is the honest estimate and
+what a CNN + clinical combination is fitted on. ``selection: holdout`` is the paper's: the validation cohorts'
+AUC per epoch; the weights of the best epoch are the ones returned (not the last epoch's).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -14,7 +22,7 @@ import yaml
 
 from her2pcr.config import TrainParams
 from her2pcr.models.augment import AugmentConfig, Augmenter, with_augmentation
-from her2pcr.models.cnn import CNNConfig, build_model, encode_labels, predict_probability
+from her2pcr.models.cnn import CNNConfig, build_ensemble, build_model, encode_labels, predict_probability
 from her2pcr.stats.roc import auc
 from her2pcr.training.data import StackSet, load_stacks, patient_probabilities, patients_of, read_index
 
@@ -36,10 +44,10 @@ def resolve_params(params: TrainParams) -> tuple[TrainParams, str]:
 
 def cnn_config(params: TrainParams, input_size: int, channels: int) -> CNNConfig:
     return CNNConfig(phases=list(params.phases), input_size=input_size, channels=channels,
-                     blocks=len(params.filters), filters=list(params.filters),
+                     blocks=len(params.filters), filters=list(params.filters), padding=params.padding,
                      dropout_rates=list(params.dropout), dense_units=params.dense_units,
                      dense_dropout=params.dense_dropout, activation=params.activation,
-                     initializer=params.initializer)
+                     initializer=params.initializer, normalization=params.normalization, head=params.head)
 
 
 def make_optimizer(params: TrainParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -67,41 +75,50 @@ def training_input(stacks: StackSet, output_units: int, batch_size: int, seed: i
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-class PatientAUC(keras.callbacks.Callback):
-    """Patient-level validation AUC (mean probability over stacks) after every epoch, as `val_patient_auc`."""
+def patient_auc(model: keras.Model, stacks: StackSet) -> tuple[float, pd.Series]:
+    """Patient-level AUC (mean probability over a patient's stacks) and the patient probabilities."""
+    probabilities = patient_probabilities(predict_probability(model, stacks.inputs), stacks.patient_ids)
+    labels = stacks.patient_labels().loc[probabilities.index]
+    value = auc(labels.to_numpy(), probabilities.to_numpy()) if labels.nunique() == 2 else float("nan")
+    return value, probabilities
 
-    def __init__(self, model: keras.Model, stacks: StackSet, on_epoch=None) -> None:
+
+class EpochSnapshots(keras.callbacks.Callback):
+    """After every epoch: patient-level validation AUC (``val_patient_auc``) and a copy of the weights.
+
+    The copies let the selected epoch's weights be restored exactly; the models here are small enough to keep
+    every epoch in memory.
+    """
+
+    def __init__(self, model: keras.Model, stacks: StackSet | None, on_epoch=None) -> None:
         super().__init__()
         self.inner, self.stacks, self.on_epoch = model, stacks, on_epoch
-        self.labels = pd.Series(stacks.labels, index=stacks.patient_ids).groupby(level=0).first().sort_index()
+        self.weights: list[list[np.ndarray]] = []
+        self.predictions: list[pd.Series] = []
+        self.seconds: list[float] = []
+        self._start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        probabilities = patient_probabilities(predict_probability(self.inner, self.stacks.inputs),
-                                              self.stacks.patient_ids)
-        value = auc(self.labels.to_numpy(), probabilities.loc[self.labels.index].to_numpy()) \
-            if self.labels.nunique() == 2 else float("nan")
+        self.seconds.append(time.perf_counter() - self._start)
+        self.weights.append([w.copy() for w in self.inner.get_weights()])
+        value = float("nan")
+        if self.stacks is not None and len(self.stacks):
+            value, probabilities = patient_auc(self.inner, self.stacks)
+            self.predictions.append(probabilities)
         if logs is not None:
             logs["val_patient_auc"] = value
+            logs["seconds"] = self.seconds[-1]
         if self.on_epoch is not None:
             self.on_epoch(epoch, value)
-
-
-class SaveEachEpoch(keras.callbacks.Callback):
-    """Checkpoint the bare model (without the training-only augmenter) after every epoch."""
-
-    def __init__(self, model: keras.Model, path: Path) -> None:
-        super().__init__()
-        self.inner, self.path = model, path
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.inner.save(self.path)
 
 
 @dataclass
 class FitResult:
     model: keras.Model
-    history: pd.DataFrame
+    history: pd.DataFrame  # per epoch: loss, stack_auc, val_patient_auc (mean over folds under cv), seconds
     best_epoch: int
     best_val_patient_auc: float
     n_train_stacks: int
@@ -109,15 +126,12 @@ class FitResult:
     train_patients: list[str]
     validation_patients: list[str]
     skipped_patients: list[str]
+    selection: str = "holdout"
+    out_of_fold: pd.Series | None = None  # cv: each training patient's probability from the fold that held it out
+    fold_histories: list[pd.DataFrame] = field(default_factory=list)
 
 
-def fit(params: TrainParams, checkpoint_path: Path | None = None, on_epoch=None,
-        extra_callbacks: list | None = None, split: tuple[list[str], list[str]] | None = None) -> FitResult:
-    """Train one model; `on_epoch(epoch, val_patient_auc)` lets a tuner report and prune.
-
-    ``split`` gives explicit (train, validation) patient ids (cross-validation); by default the
-    train and validation cohorts of ``params`` are used.
-    """
+def seed_everything(params: TrainParams) -> None:
     keras.utils.set_random_seed(params.seed)
     if params.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -125,12 +139,106 @@ def fit(params: TrainParams, checkpoint_path: Path | None = None, on_epoch=None,
         tf.config.experimental.enable_op_determinism()
     if params.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+
+
+def fit_stacks(params: TrainParams, train: StackSet, validation: StackSet | None, on_epoch=None,
+               extra_callbacks: list | None = None, seed_offset: int = 0) -> tuple[keras.Model, pd.DataFrame,
+                                                                                     EpochSnapshots]:
+    """Train one model for ``params.epochs`` epochs; the snapshots hold every epoch's weights and AUC."""
+    keras.utils.set_random_seed(params.seed + seed_offset)
+    phases = list(params.phases)
+    first = train.inputs[phases[0]]
+    config = cnn_config(params, input_size=first.shape[1], channels=first.shape[3])
+    model = build_model(config)
+    augmenter = Augmenter(AugmentConfig(strength=params.augmentation_strength, seed=params.seed + seed_offset))
+    trainable = with_augmentation(model, augmenter)
+    steps = int(np.ceil(len(train) / params.batch_size))
+    trainable.compile(optimizer=make_optimizer(params, steps), loss="binary_crossentropy",
+                      metrics=[keras.metrics.AUC(name="stack_auc")])
+    snapshots = EpochSnapshots(model, validation, on_epoch)
+    callbacks = [snapshots, *(extra_callbacks or [])]
+    data = training_input(train, config.output_units, params.batch_size, params.seed + seed_offset)
+    if isinstance(data, tuple):
+        history = trainable.fit(*data, batch_size=params.batch_size, shuffle=True, epochs=params.epochs,
+                                callbacks=callbacks, verbose=0)
+    else:
+        history = trainable.fit(data, epochs=params.epochs, callbacks=callbacks, verbose=0,
+                                shuffle=False)  # the dataset shuffles itself
+    frame = pd.DataFrame(history.history)
+    frame.index.name = "epoch"
+    return model, frame, snapshots
+
+
+def best_epoch(scores: pd.Series, min_epoch: int = 0) -> int:
+    """The epoch with the highest score (the earliest on ties); NaN scores never win."""
+    eligible = scores.iloc[min_epoch:].fillna(-1)
+    return int(eligible.idxmax()) if len(eligible) else int(scores.fillna(-1).idxmax())
+
+
+def cv_folds(labels: pd.Series, n_folds: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    """Patient-level stratified folds: (train ids, held-out ids) per fold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = labels.sort_index()
+    n_folds = min(n_folds, int(labels.value_counts().min()))
+    if n_folds < 2:
+        raise ValueError("cross-validation needs at least 2 patients of each class")
+    ids = labels.index.to_numpy()
+    splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
+    return [(list(ids[a]), list(ids[b])) for a, b in splitter.split(ids, labels.to_numpy())]
+
+
+def fit_cv_ensemble(params: TrainParams, train: StackSet, on_epoch=None,
+                    extra_callbacks: list | None = None) -> FitResult:
+    """One model per fold, the epoch of the best mean out-of-fold AUC, the fold models' ensemble at that epoch."""
+    folds = cv_folds(train.patient_labels(), params.cv_folds, params.seed)
+    models, histories, snapshots = [], [], []
+    for k, (fit_ids, held_ids) in enumerate(folds):
+        def report(epoch, value, k=k):
+            log.info("fold %d epoch %d out-of-fold patient AUC %.3f", k, epoch, value)
+        model, history, snap = fit_stacks(params, train.subset(fit_ids), train.subset(held_ids), report,
+                                          seed_offset=k)
+        models.append(model)
+        histories.append(history)
+        snapshots.append(snap)
+    mean_auc = pd.concat([h["val_patient_auc"] for h in histories], axis=1).mean(axis=1)
+    chosen = best_epoch(mean_auc, params.min_epoch)
+    for model, snap in zip(models, snapshots, strict=True):
+        model.set_weights(snap.weights[chosen])
+    out_of_fold = pd.concat([snap.predictions[chosen] for snap in snapshots]).sort_index()
+    labels = train.patient_labels().loc[out_of_fold.index]
+    pooled = auc(labels.to_numpy(), out_of_fold.to_numpy())
+    history = pd.concat(histories).groupby(level=0).mean()
+    history["val_patient_auc"] = mean_auc
+    for epoch, value in mean_auc.items():
+        if on_epoch is not None:
+            on_epoch(int(epoch), float(value))
+        for callback in extra_callbacks or []:
+            callback.on_epoch_end(int(epoch), {k: float(v) for k, v in history.loc[epoch].items()})
+    ensemble = build_ensemble(models)
+    log.info("cv: epoch %d selected (mean fold AUC %.3f, pooled out-of-fold AUC %.3f)", chosen,
+             mean_auc[chosen], pooled)
+    ids = sorted(set(train.patient_ids))
+    return FitResult(ensemble, history, chosen, float(pooled), len(train), len(train), ids, ids, [], "cv",
+                     out_of_fold, histories)
+
+
+def fit(params: TrainParams, on_epoch=None, extra_callbacks: list | None = None,
+        split: tuple[list[str], list[str]] | None = None) -> FitResult:
+    """Train on the processed cohorts; `on_epoch(epoch, val_patient_auc)` lets a tuner report and prune.
+
+    ``split`` gives explicit (train, validation) patient ids (the tuner's folds) and always selects on that
+    validation set; otherwise ``params.selection`` decides: cross-validation inside the training cohorts, or
+    the validation cohorts as a holdout.
+    """
+    seed_everything(params)
     index = read_index(params.processed_dir)
     phases = list(params.phases)
     if split is None:
         train_ids = patients_of(index, params.train_cohorts, phases)
-        validation_ids = patients_of(index, params.validation_cohorts, phases)
-        wanted = index[index.cohort.isin(params.train_cohorts + params.validation_cohorts)].index
+        validation_ids = [] if params.selection == "cv" else patients_of(index, params.validation_cohorts, phases)
+        cohorts = params.train_cohorts + ([] if params.selection == "cv" else params.validation_cohorts)
+        wanted = index[index.cohort.isin(cohorts)].index
     else:
         usable = set(patients_of(index, sorted(index.cohort.dropna().unique()), phases))
         train_ids = sorted(set(split[0]) & usable)
@@ -140,43 +248,34 @@ def fit(params: TrainParams, checkpoint_path: Path | None = None, on_epoch=None,
     if skipped:
         log.warning("%d patients lack phase(s) %s and are left out of training: %s", len(skipped), phases, skipped)
     train = load_stacks(params.processed_dir, train_ids, phases, index.pcr, params.max_stacks_per_patient)
+    if split is None and params.selection == "cv":
+        result = fit_cv_ensemble(params, train, on_epoch, extra_callbacks)
+        result.skipped_patients = skipped
+        return result
     validation = load_stacks(params.processed_dir, validation_ids, phases, index.pcr, None)
-    first = train.inputs[phases[0]]
-    config = cnn_config(params, input_size=first.shape[1], channels=first.shape[3])
-    model = build_model(config)
-    augmenter = Augmenter(AugmentConfig(strength=params.augmentation_strength, seed=params.seed))
-    trainable = with_augmentation(model, augmenter)
-    steps = int(np.ceil(len(train) / params.batch_size))
-    trainable.compile(optimizer=make_optimizer(params, steps), loss="binary_crossentropy",
-                      metrics=[keras.metrics.AUC(name="stack_auc")])
-    callbacks = [PatientAUC(model, validation, on_epoch)]
-    if checkpoint_path is not None:
-        callbacks.append(SaveEachEpoch(model, checkpoint_path))
-    if params.early_stopping_patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_patient_auc", mode="max",
-                                                       patience=params.early_stopping_patience,
-                                                       restore_best_weights=True))
-    callbacks += extra_callbacks or []
-    data = training_input(train, config.output_units, params.batch_size, params.seed)
-    if isinstance(data, tuple):
-        history = trainable.fit(*data, batch_size=params.batch_size, shuffle=True, epochs=params.epochs,
-                                callbacks=callbacks, verbose=2)
-    else:
-        history = trainable.fit(data, epochs=params.epochs, callbacks=callbacks, verbose=2,
-                                shuffle=False)  # the dataset shuffles itself
-    frame = pd.DataFrame(history.history)
-    frame.index.name = "epoch"
-    scores = frame["val_patient_auc"].fillna(-1)
-    return FitResult(model, frame, int(scores.idxmax()), float(frame["val_patient_auc"].max()), len(train),
-                     len(validation), train_ids, validation_ids, skipped)
+    return fit_holdout(params, train, validation, on_epoch, extra_callbacks, skipped)
+
+
+def fit_holdout(params: TrainParams, train: StackSet, validation: StackSet, on_epoch=None,
+                extra_callbacks: list | None = None, skipped: list[str] | None = None) -> FitResult:
+    """Select the epoch on the validation stacks and return the model with that epoch's weights."""
+    model, frame, snapshots = fit_stacks(params, train, validation, on_epoch, extra_callbacks)
+    chosen = best_epoch(frame["val_patient_auc"], params.min_epoch)
+    model.set_weights(snapshots.weights[chosen])
+    return FitResult(model, frame, chosen, float(frame["val_patient_auc"].iloc[chosen]), len(train),
+                     len(validation), sorted(set(train.patient_ids)), sorted(set(validation.patient_ids)),
+                     skipped or [], "holdout")
 
 
 def save_fit(result: FitResult, model_dir: Path, extra: dict) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     result.model.save(model_dir / "model.keras")
     result.history.to_csv(model_dir / "history.csv")
+    if result.out_of_fold is not None:
+        result.out_of_fold.rename("probability").to_csv(model_dir / "out_of_fold.csv")
     (model_dir / "training.json").write_text(json.dumps({
-        "best_epoch": result.best_epoch, "best_val_patient_auc": result.best_val_patient_auc,
+        "selection": result.selection, "best_epoch": result.best_epoch,
+        "best_val_patient_auc": result.best_val_patient_auc,
         "n_train_stacks": result.n_train_stacks, "n_validation_stacks": result.n_validation_stacks,
         "train_patients": result.train_patients, "validation_patients": result.validation_patients,
         "skipped_patients": result.skipped_patients, **extra}, indent=1), encoding="utf-8")

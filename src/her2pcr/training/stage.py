@@ -27,7 +27,11 @@ def curves_figure(result: FitResult, path: Path) -> Path:
     axes[0].plot(history.index, history["loss"], label="training loss")
     axes[0].set_xlabel("epoch")
     axes[0].legend()
-    axes[1].plot(history.index, history["val_patient_auc"], marker="o", label="validation AUC (patients)")
+    for k, fold in enumerate(result.fold_histories):
+        axes[1].plot(fold.index, fold["val_patient_auc"], color="0.75", lw=1, label="folds" if k == 0 else None)
+    label = "mean out-of-fold AUC (patients)" if result.selection == "cv" else "validation AUC (patients)"
+    axes[1].plot(history.index, history["val_patient_auc"], marker="o", label=label)
+    axes[1].axvline(result.best_epoch, color="k", ls=":", label=f"selected epoch {result.best_epoch}")
     axes[1].set_ylim(0, 1)
     axes[1].set_xlabel("epoch")
     axes[1].legend()
@@ -62,8 +66,7 @@ def train(params: TrainParams, tracking: TrackingParams, registry: RegistryParam
         def log_epoch(epoch, logs):
             mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
 
-        result = fit(params, checkpoint_path=params.model_dir / "checkpoint.keras",
-                     extra_callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
+        result = fit(params, extra_callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
         mlflow.log_metrics({"best_val_patient_auc": result.best_val_patient_auc, "best_epoch": result.best_epoch,
                             "n_train_stacks": result.n_train_stacks})
         save_fit(result, params.model_dir, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,

@@ -11,15 +11,13 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 import yaml
 
 from her2pcr.config import TrackingParams, TrainParams, TuneParams
-from her2pcr.training.data import read_index
 from her2pcr.training.fit import fit
 from her2pcr.training.tracking import flatten, git_commit, setup_mlflow
-from her2pcr.tuning.space import suggest, trial_params
+from her2pcr.tuning.space import default_suggestions, suggest, trial_params
 
 log = logging.getLogger(__name__)
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -91,22 +89,10 @@ def parent_run(study: optuna.Study, tracking: TrackingParams) -> str:
         return run.info.run_id
 
 
-def cv_splits(base: TrainParams, tune: TuneParams, cohorts: list[str]) -> list[tuple[list[str], list[str]]]:
-    """Patient-level stratified folds over the internal cohorts."""
-    from sklearn.model_selection import StratifiedKFold
-
-    index = read_index(base.processed_dir)
-    patients = index[index.cohort.isin(cohorts)].sort_index()
-    folds = StratifiedKFold(tune.cv_folds, shuffle=True, random_state=tune.sampler_seed)
-    ids = patients.index.to_numpy()
-    return [(list(ids[a]), list(ids[b])) for a, b in folds.split(ids, patients.pcr)]
-
-
 def make_objective(base: TrainParams, tune: TuneParams, tracking: TrackingParams, parent_id: str):
     import keras
     import mlflow
 
-    splits = cv_splits(base, tune, base.train_cohorts + base.validation_cohorts) if tune.objective == "cv" else None
 
     def objective(trial: optuna.Trial) -> float:
         tunable = suggest(trial, tune)
@@ -118,7 +104,7 @@ def make_objective(base: TrainParams, tune: TuneParams, tracking: TrackingParams
                               tags={"optuna_trial": str(trial.number), "stage": "tune"}):
             mlflow.log_params(flatten("", tunable))
             try:
-                value = _run_trial(trial, params, splits, mlflow)
+                value = _run_trial(trial, params, tune, mlflow)
             except optuna.TrialPruned:
                 mlflow.set_tag("trial_state", "PRUNED")
                 raise
@@ -135,8 +121,18 @@ def make_objective(base: TrainParams, tune: TuneParams, tracking: TrackingParams
     return objective
 
 
-def _run_trial(trial: optuna.Trial, params: TrainParams, splits, mlflow) -> float:
-    if splits is None:
+def _run_trial(trial: optuna.Trial, params: TrainParams, tune: TuneParams, mlflow) -> float:
+    """The trial's objective: the same selection ``train`` makes, so the search optimises what is registered.
+
+    cv: patient-level folds inside the training cohorts (the validation cohort D2 stays untouched for the
+    report), the best mean out-of-fold epoch, its pooled out-of-fold AUC. holdout: the validation cohorts' AUC
+    of the best epoch, reported per epoch so the pruner can stop hopeless trials.
+    """
+    if tune.objective == "cv":
+        result = fit(params.model_copy(update={"selection": "cv", "cv_folds": tune.cv_folds}))
+        for epoch, value in result.history["val_patient_auc"].items():
+            mlflow.log_metric("mean_fold_patient_auc", float(value), step=int(epoch))
+    else:
         def report(epoch: int, value: float) -> None:
             mlflow.log_metric("val_patient_auc", value, step=epoch)
             if not math.isnan(value):
@@ -144,18 +140,9 @@ def _run_trial(trial: optuna.Trial, params: TrainParams, splits, mlflow) -> floa
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        result = fit(params, on_epoch=report)
-        value = float(result.history["val_patient_auc"].iloc[-1])
-    else:
-        scores = []
-        for fold, split in enumerate(splits):
-            result = fit(params, split=split)
-            scores.append(float(result.history["val_patient_auc"].iloc[-1]))
-            mlflow.log_metric("fold_patient_auc", scores[-1], step=fold)
-            trial.report(float(np.nanmean(scores)), fold)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after fold {fold}")
-        value = float(np.nanmean(scores))
+        result = fit(params.model_copy(update={"selection": "holdout"}), on_epoch=report)
+    value = result.best_val_patient_auc
+    mlflow.log_metric("best_epoch", result.best_epoch)
     if math.isnan(value):
         raise ValueError("validation AUC undefined (one class only)")
     return value
@@ -202,10 +189,22 @@ def summarise_study(study: optuna.Study, tune: TuneParams, tracking: TrackingPar
     return summary
 
 
+def enqueue_defaults(study: optuna.Study, base: TrainParams, tune: TuneParams) -> None:
+    """Trial 0 is params.yaml's own train configuration, so the search never returns worse than the defaults
+    by its own objective. Skipped (with a log line) when the defaults lie outside the search space."""
+    fixed = default_suggestions(base, tune)
+    if fixed is None:
+        log.info("train defaults are outside the search space: not enqueued")
+        return
+    study.enqueue_trial(fixed)
+
+
 def tune_study(base: TrainParams, tune: TuneParams, tracking: TrackingParams, n_trials: int | None = None,
                worker: int = 0) -> dict:
     study = open_study(tune, seed_offset=worker)
     study.set_user_attr("objective", tune.objective)
+    if worker == 0 and not study.trials:
+        enqueue_defaults(study, base, tune)
     parent_id = parent_run(study, tracking)
     objective = make_objective(base, tune, tracking, parent_id)
     study.optimize(objective, n_trials=n_trials if n_trials is not None else tune.n_trials,

@@ -99,7 +99,8 @@ def input_statistics(arrays: Mapping[str, np.ndarray], inputs: Sequence[str]) ->
 
 def read_input_statistics(path: Path, inputs: Sequence[str]) -> dict[str, float]:
     with np.load(path) as data:
-        return input_statistics({k: data[k] for k in inputs if k in data.files and k not in PROCESSED_SKIP}, inputs)
+        return input_statistics({k: data[k].astype(np.float32) for k in inputs  # stored as float16
+                                 if k in data.files and k not in PROCESSED_SKIP}, inputs)
 
 
 def acquisition_columns(acquisition: pd.DataFrame) -> list[str]:

@@ -22,8 +22,9 @@ def test_search_result_file_overrides_params_when_present(tmp_path):
 
 
 def test_sgd_with_momentum_and_per_epoch_decay():
-    optimizer = make_optimizer(TRAIN.model_copy(update={"decay": 0.5, "learning_rate": 0.1}), steps_per_epoch=10)
-    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == TRAIN.momentum
+    sgd = TRAIN.model_copy(update={"optimizer": "sgd", "momentum": 0.99, "decay": 0.5, "learning_rate": 0.1})
+    optimizer = make_optimizer(sgd, steps_per_epoch=10)
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.99
     schedule = optimizer._learning_rate
     assert float(schedule(0)) == pytest.approx(0.1) and float(schedule(10)) == pytest.approx(0.1 / 1.5)
     assert isinstance(make_optimizer(TRAIN.model_copy(update={"optimizer": "adam"}), 5), keras.optimizers.Adam)
@@ -33,3 +34,77 @@ def test_params_flatten_and_hash_are_stable():
     flat = flatten("", {"a": {"b": 1, "c": [1, 2]}, "d": "x"})
     assert flat == {"a.b": "1", "a.c": "[1, 2]", "d": "x"}
     assert params_hash({"a": 1, "b": 2}) == params_hash({"b": 2, "a": 1})
+
+
+def test_paper_profile_builds_supplementary_table_3_exactly():
+    from her2pcr.models.cnn import build_model, paper_config
+    from her2pcr.training.fit import cnn_config
+    from tests.conftest import profile_params
+
+    params = profile_params("paper")
+    chain = params.preprocess.chain_config()
+    assert (chain.margin_mm, chain.spacing_mm, chain.input_size, chain.intensity) == (0.0, None, 156,
+                                                                                    "max_per_input")
+    assert not chain.subtractions
+    config = cnn_config(params.train, input_size=chain.input_size, channels=chain.channels)
+    assert config == paper_config(["pre", "post3"])
+    assert build_model(config).count_params() == 3_343_938
+
+
+def separable_stacks(n_patients: int = 16, stacks: int = 2, size: int = 16, seed: int = 0):
+    """Patients whose pCR shows as a brighter centre in every stack (learnable in a few epochs)."""
+    import numpy as np
+
+    from her2pcr.training.data import StackSet
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_patients) % 2
+    x = rng.uniform(0, 0.3, (n_patients * stacks, size, size, 3)).astype("float32")
+    y = np.repeat(labels, stacks)
+    x[y == 1, size // 4: 3 * size // 4, size // 4: 3 * size // 4] += 0.5
+    ids = np.repeat([f"p{k:02d}" for k in range(n_patients)], stacks).astype(object)
+    return StackSet({"sub1": x}, y, ids)
+
+
+def small_params(**updates):
+    return TRAIN.model_copy(update={"phases": ["sub1"], "filters": [4, 4], "dropout": [0.0], "dense_units": 8,
+                                    "epochs": 4, "batch_size": 8, "cv_folds": 2, "min_epoch": 0,
+                                    "augmentation_strength": 0.0, **updates})
+
+
+def test_holdout_returns_the_selected_epochs_weights_which_reproduce_the_reported_auc():
+    from her2pcr.training.fit import fit_holdout, patient_auc
+
+    train, validation = separable_stacks(seed=1), separable_stacks(seed=2)
+    result = fit_holdout(small_params(), train, validation)
+    assert result.best_val_patient_auc == result.history["val_patient_auc"].iloc[result.best_epoch]
+    assert patient_auc(result.model, validation)[0] == pytest.approx(result.best_val_patient_auc)
+
+
+def test_cv_ensemble_members_reproduce_their_out_of_fold_predictions():
+    import numpy as np
+
+    from her2pcr.models.cnn import ensemble_members, predict_probability
+    from her2pcr.stats.roc import auc
+    from her2pcr.training.data import patient_probabilities
+    from her2pcr.training.fit import cv_folds, fit_cv_ensemble
+
+    stacks = separable_stacks(n_patients=12)
+    params = small_params()
+    result = fit_cv_ensemble(params, stacks)
+    members = ensemble_members(result.model)
+    folds = cv_folds(stacks.patient_labels(), params.cv_folds, params.seed)
+    assert len(members) == len(folds) == 2 and result.selection == "cv"
+    assert sorted(result.out_of_fold.index) == sorted(set(stacks.patient_ids))  # every patient once
+    for member, (_, held_out) in zip(members, folds, strict=True):
+        held = stacks.subset(held_out)
+        again = patient_probabilities(predict_probability(member, held.inputs), held.patient_ids)
+        np.testing.assert_allclose(again, result.out_of_fold.loc[again.index], rtol=1e-5)
+    labels = stacks.patient_labels().loc[result.out_of_fold.index]
+    assert result.best_val_patient_auc == pytest.approx(auc(labels, result.out_of_fold))
+    mean = result.history["val_patient_auc"]
+    assert result.best_epoch == int(mean.fillna(-1).idxmax())
+    ensemble = patient_probabilities(predict_probability(result.model, stacks.inputs), stacks.patient_ids)
+    members_mean = np.mean([patient_probabilities(predict_probability(m, stacks.inputs), stacks.patient_ids)
+                            for m in members], axis=0)
+    np.testing.assert_allclose(ensemble, members_mean, rtol=1e-5)

@@ -1,0 +1,238 @@
+"""The evidence bench: does the CNN learn what the images hold, against the image ceiling and the oracle?
+
+Run: python bench/learn.py [--sizes 85 200 400] [--external 300] [--cache data/bench/learn]
+
+From params.yaml alone (simulate, preprocess, train sections): simulated institution-1 training sets of each
+size and one pooled external test set drawn from the other sites' protocols (in proportion to their cohorts),
+all with a seed of their own, so none of them is a pipeline cohort. Printed per training size, AUCs on the
+pooled external set with DeLong 95 % CIs:
+
+- oracle: the simulator's true probability (knows receptor status and age too);
+- image ceiling: logistic regression on the six true image phenotypes, fitted on 20,000 simulated patients;
+- CNN (the train section's model and selection) and CNN + clinical (logistic on the CNN's out-of-fold logit,
+  receptor status and age, fitted on the training set);
+- image-feature reference (``synth.image_features`` + logistic), clinical (receptor status, age) and PK
+  (the 48 PK features, L2 logistic) models, all fitted on the same training set;
+- paired DeLong of the CNN against each, CNN / image ceiling and CNN + clinical / oracle, the CNN's training
+  AUC (in-sample and out-of-fold) and seconds per epoch.
+
+Rendered and preprocessed exams are cached under --cache keyed by the simulator's code, the seed and the
+chain's fingerprint, so a re-run with another train section only retrains. Nothing here is a test: up to
+~40 minutes on 2 cores from a cold cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.special import logit  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from her2pcr.config import CohortSize, load_params, load_sites  # noqa: E402
+from her2pcr.features.pk import PKError, pk_features  # noqa: E402
+from her2pcr.preprocess.chain import PreprocessChain  # noqa: E402
+from her2pcr.stats.roc import delong, delong_paired  # noqa: E402
+from her2pcr.synth.cohort import plan_site, render_task  # noqa: E402
+from her2pcr.synth.patients import draw_patient  # noqa: E402
+from her2pcr.training.data import StackSet, central_slice_indices, patient_probabilities  # noqa: E402
+
+BENCH_SEED_OFFSET = 7919  # bench patients are never pipeline patients
+IMAGE_PHENOTYPES = ["spiculation", "peri_thickness_mm", "peri_ktrans", "heterogeneity", "ktrans", "ve"]
+CEILING_PATIENTS = 20_000
+
+
+def synth_fingerprint() -> str:
+    import her2pcr.synth
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(her2pcr.synth.__file__).parent.glob("*.py")) + [REPO / "conf/sites.yaml"]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def plan(simulate, sites, site_name: str, n: int, n_pcr: int, tag: int, root: Path):
+    """Render tasks of ``n`` patients of one site's protocol, on a bench-only seed."""
+    params = simulate.model_copy(update={"seed": simulate.seed + BENCH_SEED_OFFSET + tag,
+                                         "cohorts": {site_name: CohortSize(n=n, n_pcr=n_pcr)}})
+    index = sorted(simulate.cohorts).index(site_name) + 1
+    tasks = plan_site(params, site_name, sites[site_name], index, root)
+    return [t.__class__(**{**t.__dict__, "patient_id": f"b{tag}-{t.patient_id}"}) for t in tasks]
+
+
+def prepare(job) -> dict:
+    """Render one exam in memory, run the chain, the PK and the image features; write the cache entry."""
+    task, chain_config, out = job
+    from her2pcr.synth.image_features import box_zero_based, exam_features
+
+    row_file = out.with_suffix(".json")
+    if row_file.exists() and out.exists():  # an interrupted run resumes exam by exam
+        return json.loads(row_file.read_text())
+    exam, box, truth = render_task(task)
+    image = np.stack(exam.phases).astype(np.float32)
+    acq = exam.acquisition
+    spacing = (acq.slice_thickness_mm, acq.pixel_spacing_mm, acq.pixel_spacing_mm)
+    box0 = [box[k] - 1 for k in ("row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end")]
+    stacks = PreprocessChain(chain_config)(image, spacing, box0)
+    np.savez_compressed(out, **{k: v.astype(np.float16) for k, v in stacks.items()})
+    row = {**truth, "age": task.draw.clinical.age}
+    with contextlib.suppress(PKError):  # no voxel over the PK threshold: the PK model imputes the median
+        row.update({f"pk_{k}": v for k, v in pk_features(image, acq.phase_times_s, box0, spacing).items()})
+    row.update({f"img_{k}": v for k, v in exam_features(list(exam.phases), box_zero_based(box, 1), spacing).items()})
+    row_file.write_text(json.dumps(row, default=float))
+    return row
+
+
+def build_cache(args, params) -> tuple[pd.DataFrame, Path]:
+    sites = load_sites(REPO / params.simulate.sites_file)
+    chain = PreprocessChain(params.preprocess.chain_config())
+    key = hashlib.sha256(repr((synth_fingerprint(), chain.fingerprint(), params.simulate.seed,
+                               params.simulate.matrix, params.simulate.slices, max(args.sizes),
+                               args.external)).encode()).hexdigest()[:12]
+    folder = args.cache / key
+    table_path = folder / "patients.parquet"
+    if table_path.exists():
+        return pd.read_parquet(table_path).set_index("patient_id"), folder
+    folder.mkdir(parents=True, exist_ok=True)
+    n_train = max(args.sizes)
+    tasks = [(t, "train") for t in plan(params.simulate, sites, "inst1", n_train, n_train // 2, 0, folder)]
+    external = {s: c for s, c in params.simulate.cohorts.items() if s != "inst1"}
+    total = sum(c.n for c in external.values())
+    for k, (site, size) in enumerate(sorted(external.items())):
+        n = int(round(args.external * size.n / total))
+        n_pcr = int(round(n * size.n_pcr / size.n))
+        tasks += [(t, "external") for t in plan(params.simulate, sites, site, n, n_pcr, k + 1, folder)]
+    jobs = [(t, params.preprocess.chain_config(), folder / f"{t.patient_id}.npz") for t, _ in tasks]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        rows = list(pool.map(prepare, jobs, chunksize=2))
+    print(f"rendered and preprocessed {len(rows)} exams in {time.perf_counter() - start:.0f} s", flush=True)
+    table = pd.DataFrame(rows)
+    table["set"] = [s for _, s in tasks]
+    table.to_parquet(table_path, index=False)
+    return table.set_index("patient_id"), folder
+
+
+def load(folder: Path, ids, labels: pd.Series, phases, limit) -> StackSet:
+    inputs = {p: [] for p in phases}
+    owners, ys = [], []
+    for pid in ids:
+        with np.load(folder / f"{pid}.npz") as data:
+            keep = central_slice_indices(len(data[phases[0]]), limit)
+            for p in phases:
+                inputs[p].append(data[p][keep].astype(np.float32))
+        owners.append(np.full(len(keep), pid, dtype=object))
+        ys.append(np.full(len(keep), int(labels[pid])))
+    return StackSet({p: np.concatenate(v) for p, v in inputs.items()}, np.concatenate(ys), np.concatenate(owners))
+
+
+def image_ceiling(params) -> LogisticRegression:
+    sites = load_sites(REPO / params.simulate.sites_file)
+    rng = np.random.default_rng(params.simulate.seed + BENCH_SEED_OFFSET)
+    draws = [draw_patient(rng, params.simulate.truth, sites["inst1"].pcr_logit_offset)
+             for _ in range(CEILING_PATIENTS)]
+    x = np.array([[getattr(d.phenotype, f) for f in IMAGE_PHENOTYPES] for d in draws])
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, [d.pcr for d in draws])
+
+
+def fitted_scores(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], c: float = 1.0) -> np.ndarray:
+    columns = [col for col in columns if train[col].notna().all()]
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    fill = train[columns].median()
+    model.fit(train[columns], train.pcr)
+    return model.predict_proba(test[columns].fillna(fill))[:, 1]
+
+
+def stratified_subset(table: pd.DataFrame, n: int) -> list[str]:
+    pos = table[table.pcr == 1].index.sort_values()[: n // 2]
+    neg = table[table.pcr == 0].index.sort_values()[: n - n // 2]
+    return sorted(pos.tolist() + neg.tolist())
+
+
+def ci(y, s) -> str:
+    r = delong(y, s)
+    return f"{r.auc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[85, 200, 400])
+    parser.add_argument("--external", type=int, default=300)
+    parser.add_argument("--cache", type=Path, default=REPO / "data/bench/learn")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    params = load_params(args.params)
+    table, folder = build_cache(args, params)
+    train_pool = table[table.set == "train"]
+    test = table[table.set == "external"]
+    y = test.pcr.to_numpy()
+    ceiling = image_ceiling(params).predict_proba(test[IMAGE_PHENOTYPES].to_numpy())[:, 1]
+    oracle = test.p_true.to_numpy()
+    pk_cols = [c for c in table.columns if c.startswith("pk_")]
+    img_cols = [c for c in table.columns if c.startswith("img_")]
+    tp = params.train
+    print(f"external set: {len(test)} patients ({int(y.sum())} pCR) from {sorted(test.institution.unique())}; "
+          f"model inputs {tp.phases}, selection {tp.selection}, {tp.epochs} epochs")
+    print(f"oracle {ci(y, oracle)}   image ceiling {ci(y, ceiling)}")
+    from her2pcr.models.cnn import predict_probability
+    from her2pcr.training.fit import fit_cv_ensemble, seed_everything
+
+    for n in args.sizes:
+        ids = stratified_subset(train_pool, n)
+        train = train_pool.loc[ids]
+        seed_everything(tp)
+        stacks = load(folder, ids, train_pool.pcr, tp.phases, tp.max_stacks_per_patient)
+        start = time.perf_counter()
+        result = fit_cv_ensemble(tp, stacks)
+        seconds = time.perf_counter() - start
+        per_epoch = float(np.mean([h["seconds"].mean() for h in result.fold_histories]))
+        external = load(folder, test.index, test.pcr, tp.phases, None)
+        cnn = patient_probabilities(predict_probability(result.model, external.inputs),
+                                    external.patient_ids).loc[test.index].to_numpy()
+        in_sample = patient_probabilities(predict_probability(result.model, stacks.inputs),
+                                          stacks.patient_ids).loc[ids].to_numpy()
+        oof = result.out_of_fold.loc[ids].clip(1e-4, 1 - 1e-4)
+        train_c = train.assign(cnn_logit=logit(oof.to_numpy()))
+        test_c = test.assign(cnn_logit=logit(np.clip(cnn, 1e-4, 1 - 1e-4)))
+        combined = fitted_scores(train_c, test_c, ["cnn_logit", "hr_negative", "age"])
+        others = {
+            "image ceiling": ceiling, "oracle": oracle,
+            "CNN + clinical": combined,
+            "image features": fitted_scores(train, test, img_cols, c=0.1) if img_cols else None,
+            "clinical": fitted_scores(train, test, ["hr_negative", "age"]),
+            "PK": fitted_scores(train, test, pk_cols, c=0.1),
+        }
+        print(f"\n== {n} training patients: CNN {ci(y, cnn)}  (train in-sample "
+              f"{delong(train.pcr, in_sample).auc:.3f}, out-of-fold {result.best_val_patient_auc:.3f}, "
+              f"epoch {result.best_epoch}, {per_epoch:.1f} s/epoch/fold, {seconds:.0f} s in all)")
+        for name, scores in others.items():
+            if scores is None:
+                continue
+            paired = delong_paired(y, cnn, scores)
+            print(f"  {name:16s} {ci(y, scores)}   CNN - it {paired.difference:+.3f} "
+                  f"(paired DeLong p {paired.p_value:.3g})")
+        r_cnn, r_comb = delong(y, cnn).auc, delong(y, combined).auc
+        print(f"  CNN / image ceiling {r_cnn / delong(y, ceiling).auc:.3f}   "
+              f"CNN + clinical / oracle {r_comb / delong(y, oracle).auc:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
