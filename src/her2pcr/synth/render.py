@@ -18,6 +18,7 @@ from her2pcr.synth.signal import (
     receive_bias,
     relaxation_rates,
     rician,
+    smooth_field,
     spgr_signal,
     transmit_flip_scale,
 )
@@ -28,8 +29,14 @@ TISSUE_KINETICS = {
     "skin": (0.03, 0.20, 0.03, 3.0),
     "fat": (0.0005, 0.10, 0.001, 4.0),
     "muscle": (0.05, 0.10, 0.03, 2.0),
-    "necrosis": (0.002, 0.30, 0.0, 6.0),
+    # A weakly enhancing core (not a black hole): necrosis is unrelated to response, so it must not
+    # be the most conspicuous feature of an exam (simulator.md).
+    "necrosis": (0.02, 0.30, 0.005, 6.0),
+    # Vessels: blood-pool kinetics, plasma fraction of a partly filled voxel, no leakage.
+    "vessel": (0.0, 0.10, 0.45, 0.0),
 }
+BPE_TEXTURE_SD = 0.2  # sd of log Ktrans of background parenchymal enhancement (smooth, patchy)
+PSF_SIGMA_VOX = 0.45  # in-plane point-spread blur: partial volume at every tissue edge
 STANDARD_BOLUS_ML = 15.0  # 0.1 mmol/kg for a ~75 kg patient at 0.5 M; scales the AIF
 STORED_SCALE = 12000.0  # signal units to stored integers at gain 1
 MAX_STORED = 4095  # 12-bit scanners; BitsStored 12 in the writer
@@ -60,16 +67,21 @@ def parameter_maps(
         n = int(mask.sum())
         # +/-10 % voxel-wise variation outside the tumour (simulator.md).
         vary = np.exp(rng.normal(0, 0.1, n)).astype(np.float32)
+        if name == "fibroglandular":
+            # Background parenchymal enhancement is patchy: a smooth field modulates its Ktrans.
+            texture = smooth_field(rng, labels.shape, coarse=20)[mask]
+            vary = vary * np.exp(BPE_TEXTURE_SD * texture - BPE_TEXTURE_SD**2 / 2).astype(np.float32)
         maps[name] = (mask, ktrans * vary, np.full(n, ve, np.float32), vp * vary)
     tumour = labels == LABEL["tumour"]
     if tumour.any():
         sd = phenotype.heterogeneity
         # Log-normal spatial field whose spread is the heterogeneity phenotype, mean preserved.
+        # ve follows the same factor as Ktrans (kep unchanged), so the pattern persists into the
+        # late phases instead of cancelling there: patchy / rim enhancement at every post phase.
         log_field = sd * anatomy.tumour_het[tumour] - sd * sd / 2
         vary = np.exp(log_field).astype(np.float32)
         maps["tumour"] = (tumour, np.clip(phenotype.ktrans * vary, 0.01, 1.5),
-                          np.clip(phenotype.ve * np.exp(-0.5 * log_field), 0.05, 0.9),
-                          np.clip(phenotype.vp * vary, 0.0, 0.2))
+                          np.clip(phenotype.ve * vary, 0.05, 0.9), np.clip(phenotype.vp * vary, 0.0, 0.2))
     peri = labels == LABEL["peritumoural"]
     if peri.any():
         weight = anatomy.peri_weight[peri]
@@ -125,6 +137,9 @@ def render_exam(
     for p in range(len(times)):
         r1, r2s = relaxation_rates(t1, conc[p], acq.field_strength_t, acq.contrast_agent)
         s = spgr_signal(m0, r1, r2s, acq.repetition_time_ms, acq.echo_time_ms, flip)
+        # Finite resolution: a light in-plane point-spread blur mixes tissues at every edge
+        # (partial volume), so thin strands and the tumour margin are not staircase labels.
+        s = ndimage.gaussian_filter(s, sigma=(0.0, PSF_SIGMA_VOX, PSF_SIGMA_VOX), truncate=3.0)
         if p > 0 and motion_mm > 0:
             # Small inter-phase patient motion (sub-voxel to ~1 voxel), anatomy moves under a fixed coil.
             shift_mm = rng.normal(0, motion_mm / 2, 3)

@@ -8,15 +8,16 @@ import numpy as np
 # Rakow-Penner et al., JMRI 2006;23:87-91; tumour and muscle from the DCE literature).
 NATIVE_T1_MS = {
     1.5: {"air": 1e9, "skin": 1100.0, "fat": 296.0, "fibroglandular": 1266.0, "tumour": 1500.0,
-          "peritumoural": 1400.0, "necrosis": 2000.0, "muscle": 1000.0},
+          "peritumoural": 1400.0, "necrosis": 2000.0, "muscle": 1000.0, "vessel": 1441.0},
     3.0: {"air": 1e9, "skin": 1400.0, "fat": 423.0, "fibroglandular": 1680.0, "tumour": 1800.0,
-          "peritumoural": 1750.0, "necrosis": 2400.0, "muscle": 1400.0},
+          "peritumoural": 1750.0, "necrosis": 2400.0, "muscle": 1400.0, "vessel": 1932.0},
 }
 # Native T2* (ms); short enough at 3 T to matter at TE ~2 ms only slightly.
 NATIVE_T2STAR_MS = {1.5: 45.0, 3.0: 30.0}
 # Relative proton density (arbitrary units) per tissue.
 PROTON_DENSITY = {"air": 0.0, "skin": 0.8, "fat": 0.9, "fibroglandular": 0.8, "tumour": 0.85,
-                  "peritumoural": 0.85, "necrosis": 0.9, "muscle": 0.75}
+                  "peritumoural": 0.85, "necrosis": 0.9, "muscle": 0.75,
+                  "vessel": 0.9}
 # Longitudinal relaxivity r1 (L/mmol/s) at 1.5 T / 3 T, in plasma at 37 C
 # (Rohrer et al., Invest Radiol 2005;40:715-724; Shen et al., Invest Radiol 2015;50:330-338).
 R1_RELAXIVITY = {

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from her2pcr.config import load_sites
 from her2pcr.synth.anatomy import LABEL, build_anatomy
@@ -31,6 +32,12 @@ def render(seed: int, *, field_3t: bool = False, times=None, site="inst1", matri
     exam = render_exam(np.random.default_rng(seed + 2), anatomy, draw.phenotype, acq, site_bias_strength=0.4,
                        snr=30, gain=1.0, fat_suppression=False, motion_mm=0.0, noise=False)
     return draw, acq, anatomy, exam
+
+
+def pure(anatomy, tissue):
+    """Voxels of one tissue away from its edges, where the in-plane point-spread blur (partial
+    volume) mixes in neighbouring tissue."""
+    return ndimage.binary_erosion(anatomy.labels == LABEL[tissue], structure=np.ones((1, 3, 3), bool))
 
 
 def relative_enhancement(exam, anatomy, tissue):
@@ -75,7 +82,9 @@ def test_persistent_plateau_and_washout_curves_all_occur_in_a_cohort():
 
 def test_receive_bias_is_identical_across_phases():
     _, _, anatomy, exam = render(7)
-    fat = anatomy.labels == LABEL["fat"]
+    # Fat away from tissue edges: the in-plane point-spread blur (partial volume) mixes enhancing
+    # neighbours into edge voxels, which is anatomy, not a per-phase field.
+    fat = ndimage.binary_erosion(anatomy.labels == LABEL["fat"], structure=np.ones((1, 3, 3), bool))
     assert exam.bias[fat].std() / exam.bias[fat].mean() > 0.05  # the field is really there
     for phase in exam.signal[1:]:
         ratio = phase[fat] / exam.signal[0][fat]
@@ -97,11 +106,11 @@ def test_signal_follows_field_dependent_t1_and_relaxivity(field_3t):
         return spgr_signal(PROTON_DENSITY[tissue], r1, r2s, acq.repetition_time_ms, acq.echo_time_ms, flip)
 
     for tissue in ("fat", "fibroglandular", "muscle"):
-        mask = centre & (anatomy.labels == LABEL[tissue])
+        mask = centre & pure(anatomy, tissue)
         assert np.median(unbiased[0][mask]) == pytest.approx(predicted(tissue), rel=0.01)
     # Muscle has fixed kinetics: its enhancement must follow r1 at this field.
     ktrans, ve, vp, delay = TISSUE_KINETICS["muscle"]
-    mask = centre & (anatomy.labels == LABEL["muscle"])
+    mask = centre & pure(anatomy, "muscle")
     conc = extended_tofts(np.array([ktrans]), np.array([ve]), np.array([vp]), np.asarray(acq.phase_times_s),
                           arrival_s=exam.arrival_s + tissue_delay("muscle"),
                           dose_scale=acq.bolus_volume_ml / 15.0, window_s=acq.phase_duration_s)[0]
@@ -117,7 +126,7 @@ def test_same_tissue_differs_between_1_5_and_3_t_as_predicted():
         centre = np.zeros(anatomy.labels.shape, bool)
         centre[:, :, anatomy.labels.shape[2] // 2 - 1: anatomy.labels.shape[2] // 2 + 1] = True
         field = acq.field_strength_t
-        fat, fgt = (np.median(unbiased[centre & (anatomy.labels == LABEL[t])]) for t in ("fat", "fibroglandular"))
+        fat, fgt = (np.median(unbiased[centre & pure(anatomy, t)]) for t in ("fat", "fibroglandular"))
         measured[field] = fat / fgt
         flip = np.deg2rad(acq.flip_angle_deg)
         model = {t: spgr_signal(PROTON_DENSITY[t], *relaxation_rates(np.array(NATIVE_T1_MS[field][t]), np.array(0.0),
