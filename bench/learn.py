@@ -76,21 +76,20 @@ def plan(simulate, sites, site_name: str, n: int, n_pcr: int, tag: int, root: Pa
     return [t.__class__(**{**t.__dict__, "patient_id": f"b{tag}-{t.patient_id}"}) for t in tasks]
 
 
-def prepare(job) -> dict:
-    """Render one exam in memory, run the chain, the PK and the image features; write the cache entry."""
-    task, chain_config, out = job
+def render(job) -> dict:
+    """Render one exam in memory; cache its images, box and spacing, and its truth, PK and image features."""
+    task, out = job
     from her2pcr.synth.image_features import box_zero_based, exam_features
 
     row_file = out.with_suffix(".json")
     if row_file.exists() and out.exists():  # an interrupted run resumes exam by exam
         return json.loads(row_file.read_text())
     exam, box, truth = render_task(task)
-    image = np.stack(exam.phases).astype(np.float32)
+    image = np.stack(exam.phases)
     acq = exam.acquisition
     spacing = (acq.slice_thickness_mm, acq.pixel_spacing_mm, acq.pixel_spacing_mm)
     box0 = [box[k] - 1 for k in ("row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end")]
-    stacks = PreprocessChain(chain_config)(image, spacing, box0)
-    np.savez_compressed(out, **{k: v.astype(np.float16) for k, v in stacks.items()})
+    np.savez_compressed(out, image=image, spacing=np.array(spacing), box=np.array(box0))
     row = {**truth, "age": task.draw.clinical.age}
     with contextlib.suppress(PKError):  # no voxel over the PK threshold: the PK model imputes the median
         row.update({f"pk_{k}": v for k, v in pk_features(image, acq.phase_times_s, box0, spacing).items()})
@@ -99,34 +98,45 @@ def prepare(job) -> dict:
     return row
 
 
+def preprocess(job) -> None:
+    """The chain's inputs of one cached exam (float16, like data/processed)."""
+    raw, chain_config, out = job
+    if out.exists():
+        return
+    with np.load(raw) as exam:
+        stacks = PreprocessChain(chain_config)(exam["image"].astype(np.float32), tuple(exam["spacing"]),
+                                               tuple(int(v) for v in exam["box"]))
+    np.savez_compressed(out, **{k: v.astype(np.float16) for k, v in stacks.items()})
+
+
 def build_cache(args, params) -> tuple[pd.DataFrame, Path]:
+    """Rendered exams keyed by the simulator's code and the sizes; the chain's inputs keyed by its fingerprint."""
     sites = load_sites(REPO / params.simulate.sites_file)
     chain = PreprocessChain(params.preprocess.chain_config())
-    key = hashlib.sha256(repr((synth_fingerprint(), chain.fingerprint(), params.simulate.seed,
-                               params.simulate.matrix, params.simulate.slices, max(args.sizes),
-                               args.external)).encode()).hexdigest()[:12]
-    folder = args.cache / key
-    table_path = folder / "patients.parquet"
-    if table_path.exists():
-        return pd.read_parquet(table_path).set_index("patient_id"), folder
-    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(repr((synth_fingerprint(), params.simulate.seed, params.simulate.matrix,
+                               params.simulate.slices, max(args.sizes), args.external)).encode()).hexdigest()[:12]
+    raw_dir = args.cache / key
+    inputs_dir = raw_dir / chain.fingerprint()
+    inputs_dir.mkdir(parents=True, exist_ok=True)
     n_train = max(args.sizes)
-    tasks = [(t, "train") for t in plan(params.simulate, sites, "inst1", n_train, n_train // 2, 0, folder)]
+    tasks = [(t, "train") for t in plan(params.simulate, sites, "inst1", n_train, n_train // 2, 0, raw_dir)]
     external = {s: c for s, c in params.simulate.cohorts.items() if s != "inst1"}
     total = sum(c.n for c in external.values())
     for k, (site, size) in enumerate(sorted(external.items())):
         n = int(round(args.external * size.n / total))
         n_pcr = int(round(n * size.n_pcr / size.n))
-        tasks += [(t, "external") for t in plan(params.simulate, sites, site, n, n_pcr, k + 1, folder)]
-    jobs = [(t, params.preprocess.chain_config(), folder / f"{t.patient_id}.npz") for t, _ in tasks]
+        tasks += [(t, "external") for t in plan(params.simulate, sites, site, n, n_pcr, k + 1, raw_dir)]
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        rows = list(pool.map(prepare, jobs, chunksize=2))
-    print(f"rendered and preprocessed {len(rows)} exams in {time.perf_counter() - start:.0f} s", flush=True)
+        rows = list(pool.map(render, [(t, raw_dir / f"{t.patient_id}.npz") for t, _ in tasks], chunksize=2))
+        rendered = time.perf_counter()
+        list(pool.map(preprocess, [(raw_dir / f"{t.patient_id}.npz", chain.config, inputs_dir / f"{t.patient_id}.npz")
+                                   for t, _ in tasks], chunksize=2))
+    print(f"{len(rows)} exams: rendered in {rendered - start:.0f} s, preprocessed in "
+          f"{time.perf_counter() - rendered:.0f} s (cached under {inputs_dir})", flush=True)
     table = pd.DataFrame(rows)
     table["set"] = [s for _, s in tasks]
-    table.to_parquet(table_path, index=False)
-    return table.set_index("patient_id"), folder
+    return table.set_index("patient_id"), inputs_dir
 
 
 def load(folder: Path, ids, labels: pd.Series, phases, limit) -> StackSet:
@@ -179,6 +189,7 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("her2pcr").setLevel(logging.INFO)
     params = load_params(args.params)
     table, folder = build_cache(args, params)
     train_pool = table[table.set == "train"]
