@@ -62,9 +62,7 @@ care of a patient.
 `phases` used; `n_stacks`; `warnings` about the exam (phase ordering, resampling).
 
 ## Training
-- Phases {phases}; training patients {len(training.get('train_patients', []))}, validation patients
-  {len(training.get('validation_patients', []))}; best validation AUC (patients)
-  {training.get('best_val_patient_auc', float('nan')):.3f} at epoch {training.get('best_epoch')}.
+- Phases {phases}; training patients {len(training.get('train_patients', []))}; {_selection_text(training)}
 - Lineage: git `{training.get('git_commit')}`, data `{training.get('data_version')}`, params
   `{training.get('params_hash')}`, preprocessing `{training.get('chain_fingerprint')}`.
 
@@ -73,6 +71,17 @@ External-cohort gate results are tags `validation.<cohort>.gate` / `.reasons` on
 alias is set only when every gate passes (or by a recorded override). Cohorts here are simulated; performance on
 real collections is unknown until validated on them.
 """
+
+
+def _selection_text(training: dict) -> str:
+    """How the registered weights were selected, in words (cross-validated ensemble or holdout epoch)."""
+    value = training.get("best_val_patient_auc", float("nan"))
+    epoch = training.get("best_epoch")
+    if training.get("selection") == "cv":
+        return (f"an ensemble of the {training.get('cv_folds', 'k')} patient-level fold models at epoch {epoch}, the "
+                f"epoch of the best mean out-of-fold AUC; pooled out-of-fold AUC (patients) {value:.3f}.")
+    return (f"validation patients {len(training.get('validation_patients', []))}; the weights of epoch {epoch}, "
+            f"the best validation AUC (patients) {value:.3f}.")
 
 
 def runtime_requirements() -> list[str]:

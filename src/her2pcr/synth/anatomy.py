@@ -81,8 +81,12 @@ def _lobulation(rng, phenotype: Phenotype):
 
 
 def _local_box(centre_vox, reach_vox, shape):
-    return tuple(slice(max(int(np.floor(c - r)), 0), min(int(np.ceil(c + r)) + 1, n))
-                 for c, r, n in zip(centre_vox, reach_vox, shape, strict=True))
+    """Index box of ``centre +- reach`` clipped to the volume; empty (start == stop) when wholly outside it."""
+    out = []
+    for c, r, n in zip(centre_vox, reach_vox, shape, strict=True):
+        start = min(max(int(np.floor(c - r)), 0), n)
+        out.append(slice(start, max(min(int(np.ceil(c + r)) + 1, n), start)))
+    return tuple(out)
 
 
 def _draw_spicules(rng, phenotype: Phenotype, centre, semi, lobulation, shape, spacing, origin) -> np.ndarray:
@@ -118,6 +122,8 @@ def _draw_spicules(rng, phenotype: Phenotype, centre, semi, lobulation, shape, s
         mid_vox = (start + d * length / 2 - origin) / sp
         reach = (length / 2 + abs(bend) + base + pixel) / sp
         box = _local_box(mid_vox, reach, shape)
+        if any(b.stop == b.start for b in box):
+            continue  # the strand lies wholly outside the slab
         zz, yy, xx = np.meshgrid(*(origin[a] + np.arange(box[a].start, box[a].stop) * sp[a] for a in range(3)),
                                  indexing="ij")
         rel = np.stack([zz - start[0], yy - start[1], xx - start[2]], axis=-1)

@@ -274,7 +274,8 @@ def save_fit(result: FitResult, model_dir: Path, extra: dict) -> None:
     if result.out_of_fold is not None:
         result.out_of_fold.rename("probability").to_csv(model_dir / "out_of_fold.csv")
     (model_dir / "training.json").write_text(json.dumps({
-        "selection": result.selection, "best_epoch": result.best_epoch,
+        "selection": result.selection, "cv_folds": len(result.fold_histories) or None,
+        "best_epoch": result.best_epoch,
         "best_val_patient_auc": result.best_val_patient_auc,
         "n_train_stacks": result.n_train_stacks, "n_validation_stacks": result.n_validation_stacks,
         "train_patients": result.train_patients, "validation_patients": result.validation_patients,
