@@ -51,7 +51,7 @@ from her2pcr.preprocess.chain import PreprocessChain  # noqa: E402
 from her2pcr.stats.roc import delong, delong_paired  # noqa: E402
 from her2pcr.synth.cohort import plan_site, render_task  # noqa: E402
 from her2pcr.synth.patients import draw_patient  # noqa: E402
-from her2pcr.training.data import StackSet, central_slice_indices, patient_probabilities  # noqa: E402
+from her2pcr.training.data import StackSet, patient_probabilities, spread_slice_indices  # noqa: E402
 
 BENCH_SEED_OFFSET = 7919  # bench patients are never pipeline patients
 IMAGE_PHENOTYPES = ["spiculation", "peri_thickness_mm", "peri_ktrans", "heterogeneity", "ktrans", "ve"]
@@ -144,7 +144,7 @@ def load(folder: Path, ids, labels: pd.Series, phases, limit) -> StackSet:
     owners, ys = [], []
     for pid in ids:
         with np.load(folder / f"{pid}.npz") as data:
-            keep = central_slice_indices(len(data[phases[0]]), limit)
+            keep = spread_slice_indices(len(data[phases[0]]), limit)
             for p in phases:
                 inputs[p].append(data[p][keep].astype(np.float32))
         owners.append(np.full(len(keep), pid, dtype=object))

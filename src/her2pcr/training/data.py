@@ -34,12 +34,15 @@ def read_index(processed_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(processed_dir / "index.parquet").set_index("patient_id")
 
 
-def central_slice_indices(n_stacks: int, limit: int | None) -> np.ndarray:
-    """The ``limit`` stacks nearest the VOI centre (all when None): the tumour's largest sections."""
+def spread_slice_indices(n_stacks: int, limit: int | None) -> np.ndarray:
+    """``limit`` stacks spread evenly over the VOI, both ends included (all when None).
+
+    A patient's prediction is the mean over all its stacks, from the tumour's largest section to its poles;
+    training on central stacks only would leave the model blind to the sections it is asked about most.
+    """
     if limit is None or n_stacks <= limit:
         return np.arange(n_stacks)
-    start = (n_stacks - limit) // 2
-    return np.arange(start, start + limit)
+    return np.unique(np.round(np.linspace(0, n_stacks - 1, limit)).astype(int))
 
 
 def load_stacks(
@@ -55,7 +58,7 @@ def load_stacks(
             if missing:
                 raise ValueError(f"{pid}: processed exam lacks phase(s) {missing}; it has {data.files}")
             n = len(data[phases[0]])
-            keep = central_slice_indices(n, max_stacks_per_patient)
+            keep = spread_slice_indices(n, max_stacks_per_patient)
             for phase in phases:
                 inputs[phase].append(data[phase][keep].astype(np.float32))  # stored as float16
         stack_labels.append(np.full(len(keep), int(labels[pid])))

@@ -2,13 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from her2pcr.training.data import central_slice_indices, load_stacks, patient_probabilities, patients_of
+from her2pcr.training.data import load_stacks, patient_probabilities, patients_of, spread_slice_indices
 
 
-def test_central_slice_indices_keep_the_middle():
-    assert central_slice_indices(10, 4).tolist() == [3, 4, 5, 6]
-    assert central_slice_indices(3, 8).tolist() == [0, 1, 2]
-    assert central_slice_indices(5, None).tolist() == [0, 1, 2, 3, 4]
+def test_training_stacks_spread_over_the_whole_voi():
+    assert spread_slice_indices(10, 4).tolist() == [0, 3, 6, 9]
+    assert spread_slice_indices(3, 8).tolist() == [0, 1, 2]
+    assert spread_slice_indices(5, None).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_patient_probability_is_the_mean_over_its_stacks():
