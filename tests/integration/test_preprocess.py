@@ -24,7 +24,7 @@ def staged(tiny_cohort, tmp_path_factory):
     return pre, preprocess(pre, progress=False)
 
 
-def test_every_exam_gives_normalised_stacks_per_phase(staged, tiny_cohort):
+def test_every_exam_gives_standardised_stacks_per_phase_and_subtraction(staged, tiny_cohort):
     params, counts = staged
     index = pd.read_parquet(params.out_dir / "index.parquet")
     truth = pd.read_csv(tiny_cohort / "truth.csv").set_index("patient_id")
@@ -32,11 +32,14 @@ def test_every_exam_gives_normalised_stacks_per_phase(staged, tiny_cohort):
     clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
     for row in index.itertuples():
         with np.load(params.out_dir / f"{row.patient_id}.npz") as data:
-            phases = [k for k in data.files if k != "key"]
-            assert phases[:2] == ["pre", "post1"] and len(phases) == truth.loc[row.patient_id, "acq_n_post"] + 1
-            for name in phases:
+            names = [k for k in data.files if k != "key"]
+            n_post = int(truth.loc[row.patient_id, "acq_n_post"])
+            assert names == ["pre", *(f"post{k}" for k in range(1, n_post + 1)),
+                             *(f"sub{k}" for k in range(1, n_post + 1))]
+            size = params.input_size
+            for name in names:
                 stacks = data[name]
-                assert stacks.shape == (row.n_stacks, 156, 156, 3) and stacks.dtype == np.float32
+                assert stacks.shape == (row.n_stacks, size, size, 3) and stacks.dtype == np.float16
                 assert stacks.min() >= 0 and stacks.max() <= 1
         box = clinical.loc[row.patient_id]
         t = truth.loc[row.patient_id]

@@ -19,10 +19,15 @@ from her2pcr.dicom.phases import order_phases
 from her2pcr.serving.client import exam_record, tensors_record
 from her2pcr.serving.model import BOX_FIELDS
 from her2pcr.serving.server import local_server
-from tests.conftest import REPO, run_command
+from tests.conftest import REPO, profile_params, run_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "her2pcr-dce"
+TINY = profile_params("tiny")
+PHASES = list(TINY.train.phases)  # the model's inputs (no tune: train reads params.yaml)
+SIZE = TINY.preprocess.input_size
+LATE = [p for p in PHASES if p.endswith("3")]  # inputs that need the third post-contrast phase
+assert LATE, "the tests below drop post3 from an exam and expect the model to miss an input"
 
 
 def her2pcr(args, cwd, check=True):
@@ -66,7 +71,7 @@ def test_train_registers_a_challenger_with_lineage_card_signature_and_example(wo
     version = client.get_model_version_by_alias(MODEL, "challenger")
     assert str(version.version) == record["version"]
     assert {"git_commit", "data_version", "params_hash", "phases", "chain_fingerprint"} <= set(version.tags)
-    assert version.tags["phases"] == "pre,post3"
+    assert version.tags["phases"] == ",".join(PHASES)
     assert "research only" in version.description
     import mlflow
 
@@ -134,9 +139,9 @@ def exam_dir(workspace, patient):
 
 
 def external_patients(workspace):
-    """External patients with the model's phases (exams with four phases)."""
+    """External patients with the model's inputs (exams with at least four phases)."""
     index = pd.read_parquet(workspace / "data" / "processed" / "index.parquet")
-    usable = index.cohort.isin(["D3", "D4"]) & index.phases.str.split(";").map(lambda p: "post3" in p)
+    usable = index.cohort.isin(["D3", "D4"]) & index.phases.str.split(";").map(lambda p: set(PHASES) <= set(p))
     return sorted(index.patient_id[usable])
 
 
@@ -157,11 +162,11 @@ def test_served_exam_probability_equals_in_process_and_training_inputs(workspace
         served = response.json()["predictions"][0]
         local = in_process.predict(pd.DataFrame([record])).iloc[0]
         with np.load(workspace / "data" / "processed" / f"{patient}.npz") as stacks:
-            offline = float(np.mean(predict_probability(keras_model, {p: stacks[p] for p in ("pre", "post3")})))
+            offline = float(np.mean(predict_probability(keras_model, {p: stacks[p] for p in PHASES})))
         assert served["probability"] == pytest.approx(local["probability"], abs=1e-9)
         assert served["probability"] == pytest.approx(offline, abs=1e-9)
         assert served["label"] == int(served["probability"] >= 0.5)
-        assert served["phases"] == "pre,post3" and served["input"] == "exam"
+        assert served["phases"] == ",".join(PHASES) and served["input"] == "exam"
         assert isinstance(json.loads(served["warnings"]), list)
         answers.append(served["probability"])
     assert answers[0] != answers[1]
@@ -170,7 +175,8 @@ def test_served_exam_probability_equals_in_process_and_training_inputs(workspace
 def test_served_tensors_give_the_same_probability(workspace, server):
     patient = external_patients(workspace)[0]
     with np.load(workspace / "data" / "processed" / f"{patient}.npz") as stacks:
-        record = tensors_record({p: stacks[p] for p in ("pre", "post3", "post1")})  # extra phases are ignored
+        # extra inputs are ignored; stored float16 values are the chain's own (it rounds to float16)
+        record = tensors_record({p: stacks[p].astype(np.float32) for p in (*PHASES, "post1")})
     exam = exam_record(exam_dir(workspace, patient), box_of(workspace, patient))
     responses = [invoke(server, {"dataframe_records": [row]}) for row in (record, exam)]
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
@@ -194,7 +200,7 @@ def tensors_b64(**arrays) -> str:
 
 
 def good_stacks(n=2):
-    return np.random.default_rng(0).random((n, 156, 156, 3), dtype=np.float32)
+    return np.random.default_rng(0).random((n, SIZE, SIZE, 3), dtype=np.float32)
 
 
 def exam_members(workspace, patient):
@@ -230,13 +236,14 @@ def bad_requests(workspace):
          "needs its tumour box"),
         ("box outside the volume", exam(zip_b64(members), slice_start=500, slice_end=510), "application/json",
          "outside the volume"),
-        ("wrong shape", tensors(tensors_b64(pre=good[:, :100], post3=good[:, :100])), "application/json",
-         "has shape (2, 100, 156, 3)"),
-        ("wrong dtype", tensors(tensors_b64(pre=(good * 255).astype(np.uint8), post3=good)), "application/json",
-         "has dtype uint8"),
-        ("NaN", tensors(tensors_b64(pre=nan, post3=good)), "application/json", "NaN"),
-        ("missing tensor phase", tensors(tensors_b64(pre=good)), "application/json", "lack phase(s) ['post3']"),
-        ("missing exam phase", exam(zip_b64(no_post3)), "application/json", "missing ['post3']"),
+        ("wrong shape", tensors(tensors_b64(**{p: good[:, :20] for p in PHASES})), "application/json",
+         f"has shape (2, 20, {SIZE}, 3)"),
+        ("wrong dtype", tensors(tensors_b64(**{PHASES[0]: (good * 255).astype(np.uint8), PHASES[-1]: good})),
+         "application/json", "has dtype uint8"),
+        ("NaN", tensors(tensors_b64(**{PHASES[0]: nan, PHASES[-1]: good})), "application/json", "NaN"),
+        ("missing tensor phase", tensors(tensors_b64(**{p: good for p in PHASES if p not in LATE})),
+         "application/json", f"lack phase(s) {LATE}"),
+        ("missing exam phase", exam(zip_b64(no_post3)), "application/json", f"missing {LATE}"),
         ("not base64", tensors("@@@@"), "application/json", "not valid base64"),
         ("not a zip", exam(base64.b64encode(b"plain text").decode()), "application/json", "not a zip archive"),
         ("non-DICOM file in the zip", exam(zip_b64({**members, "notes/readme.txt": b"hello"})),
@@ -259,7 +266,7 @@ def test_every_bad_input_gets_a_400_with_a_clear_message_and_the_server_keeps_se
             failures.append(f"{name}: HTTP {response.status_code}: {response.text[:400]}")
         assert requests.get(f"{server['url']}/ping", timeout=5).status_code == 200, name
     assert not failures, "\n".join(failures)
-    good = invoke(server, {"dataframe_records": [tensors_record({"pre": good_stacks(), "post3": good_stacks()})]})
+    good = invoke(server, {"dataframe_records": [tensors_record({p: good_stacks() for p in PHASES})]})
     assert good.status_code == 200
 
 

@@ -30,7 +30,7 @@ from her2pcr.preprocess.voi import (
 )
 
 #: Bump when the chain's behaviour changes without a config change, so cached outputs are invalidated.
-CHAIN_VERSION = 2
+CHAIN_VERSION = 3
 
 
 class PreprocessConfig(BaseModel):
@@ -106,8 +106,11 @@ class PreprocessChain:
         out = {}
         for name, volume in volumes.items():
             stacked = self.stacks(volume)  # (stack, size, size, channels)
-            out[name] = self.normalise(stacked) if isinstance(self.normalise, NormaliseMax) \
-                else np.clip(stacked, 0.0, 1.0).astype(np.float32)
+            scaled = self.normalise(stacked) if isinstance(self.normalise, NormaliseMax) \
+                else np.clip(stacked, 0.0, 1.0)
+            # Rounded to float16, the precision data/processed stores, so a served exam and its stored
+            # inputs are the same numbers (1e-3 in [0, 1], far below the image noise).
+            out[name] = scaled.astype(np.float16).astype(np.float32)
         return out
 
     def fingerprint(self) -> str:
