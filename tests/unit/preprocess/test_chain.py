@@ -67,6 +67,7 @@ def test_tumour_lands_at_the_centre_of_the_padded_voi(inputs):
 def test_chain_is_the_composition_of_its_transforms(exam, inputs):
     corrected = N4BiasCorrection("per_exam", shrink_factor=4)(exam, SPACING)
     expected = NormaliseMax()(SliceStacks(3)(PadOrCropInPlane(156)(CropToBox()(corrected, BOX))))
+    expected = expected.astype(np.float16).astype(np.float32)  # the chain rounds to the precision it is stored in
     for i, name in enumerate(inputs):
         np.testing.assert_array_equal(inputs[name], expected[i])
 

@@ -71,10 +71,12 @@ def test_one_reference_per_exam_survives_fat_suppression_and_gain():
     for inputs in outputs:
         centre = {k: v[1, 32, 32, 1] for k, v in inputs.items()}  # the tumour centre of the middle stack
         # tumour: pre 1 x reference, post1 2.5 x, post2 2 x; / intensity_range 4; enhancement ratios survive
-        assert centre == pytest.approx({"pre": 0.25, "post1": 0.625, "post2": 0.5, "sub1": 0.375, "sub2": 0.25})
+        assert centre == pytest.approx({"pre": 0.25, "post1": 0.625, "post2": 0.5, "sub1": 0.375, "sub2": 0.25},
+                                       abs=1e-3)
         np.testing.assert_allclose(inputs["sub1"][1, 20:44, 20:44, 1][:2, :2], 0.0)  # fat never enhances
     fat_sat, fat_bright = outputs[1]["pre"][1, 24, 14, 1], outputs[0]["pre"][1, 24, 14, 1]
-    assert fat_bright == pytest.approx(1.0) and fat_sat == pytest.approx(0.1 * 1.0)  # only the fat differs
+    # only the fat differs (values are rounded to float16, resolution ~5e-4 near 0.1)
+    assert fat_bright == pytest.approx(1.0) and fat_sat == pytest.approx(0.1, abs=1e-3)
 
 
 def test_default_chain_output_contract():
