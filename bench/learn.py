@@ -10,7 +10,8 @@ pooled external set with DeLong 95 % CIs:
 - oracle: the simulator's true probability (knows receptor status and age too);
 - image ceiling: logistic regression on the six true image phenotypes, fitted on 20,000 simulated patients;
 - CNN (the train section's model and selection) and CNN + clinical (logistic on the CNN's out-of-fold logit,
-  receptor status and age, fitted on the training set);
+  receptor status and age, fitted on the training set; each fold model's logit is standardised by its own
+  held-out patients, see ``fold_standardised_logits``);
 - image-feature reference (``synth.image_features`` + logistic), clinical (receptor status, age) and PK
   (the 48 PK features, L2 logistic) models, all fitted on the same training set;
 - paired DeLong of the CNN against each, CNN / image ceiling and CNN + clinical / oracle, the CNN's training
@@ -169,6 +170,32 @@ def fitted_scores(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], c
     return model.predict_proba(test[columns].fillna(fill))[:, 1]
 
 
+def fold_standardised_logits(result, params, labels: pd.Series, external: StackSet,
+                             order: pd.Index) -> tuple[np.ndarray, pd.Series, pd.Series]:
+    """The ensemble's external probabilities, and its members' logits standardised fold by fold.
+
+    Pooled out-of-fold predictions mix fold models whose logits differ in offset and spread (the pooled
+    out-of-fold AUC sits well below the mean per-fold AUC), so a logistic fitted on them underweights the CNN.
+    Each member's logit is therefore centred and scaled by its own held-out patients: the training patients
+    get their out-of-fold z-score, an external patient the mean of the members' z-scores.
+    """
+    from her2pcr.models.cnn import ensemble_members, predict_probability
+    from her2pcr.training.fit import cv_folds
+
+    members = ensemble_members(result.model)
+    folds = cv_folds(labels, params.cv_folds, params.seed)
+    oof = pd.Series(logit(result.out_of_fold.clip(1e-4, 1 - 1e-4)), index=result.out_of_fold.index)
+    train_z, external_z, probabilities = pd.Series(np.nan, index=oof.index), [], []
+    for (_, held), member in zip(folds, members, strict=True):
+        centre, spread = oof.loc[held].mean(), oof.loc[held].std()
+        train_z.loc[held] = (oof.loc[held] - centre) / spread
+        p = patient_probabilities(predict_probability(member, external.inputs), external.patient_ids).loc[order]
+        probabilities.append(p.to_numpy())
+        external_z.append((logit(np.clip(p.to_numpy(), 1e-4, 1 - 1e-4)) - centre) / spread)
+    # the ensemble's output is the mean of its members' probabilities, stack by stack and so patient by patient
+    return np.mean(probabilities, axis=0), train_z, pd.Series(np.mean(external_z, axis=0), index=order)
+
+
 def stratified_subset(table: pd.DataFrame, n: int) -> list[str]:
     pos = table[table.pcr == 1].index.sort_values()[: n // 2]
     neg = table[table.pcr == 0].index.sort_values()[: n - n // 2]
@@ -216,14 +243,11 @@ def main() -> None:
         seconds = time.perf_counter() - start
         per_epoch = float(np.mean([h["seconds"].mean() for h in result.fold_histories]))
         external = load(folder, test.index, test.pcr, tp.phases, None)
-        cnn = patient_probabilities(predict_probability(result.model, external.inputs),
-                                    external.patient_ids).loc[test.index].to_numpy()
+        cnn, train_z, test_z = fold_standardised_logits(result, tp, stacks.patient_labels(), external, test.index)
         in_sample = patient_probabilities(predict_probability(result.model, stacks.inputs),
                                           stacks.patient_ids).loc[ids].to_numpy()
-        oof = result.out_of_fold.loc[ids].clip(1e-4, 1 - 1e-4)
-        train_c = train.assign(cnn_logit=logit(oof.to_numpy()))
-        test_c = test.assign(cnn_logit=logit(np.clip(cnn, 1e-4, 1 - 1e-4)))
-        combined = fitted_scores(train_c, test_c, ["cnn_logit", "hr_negative", "age"])
+        combined = fitted_scores(train.assign(cnn_z=train_z.loc[ids]), test.assign(cnn_z=test_z),
+                                 ["cnn_z", "hr_negative", "age"])
         others = {
             "image ceiling": ceiling, "oracle": oracle,
             "CNN + clinical": combined,

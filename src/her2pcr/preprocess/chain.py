@@ -42,6 +42,7 @@ class PreprocessConfig(BaseModel):
     n4_shrink_factor: int = Field(default=4, ge=1)
     margin_mm: float = Field(default=0.0, ge=0, description="in-plane margin added to the box on every side")
     spacing_mm: float | None = Field(default=None, gt=0, description="in-plane resampling; None = native grid")
+    fit_voi: bool = Field(default=False, description="resample a VOI wider than the input coarser, never crop it")
     intensity: Literal["exam_reference", "max_per_input"] = "max_per_input"
     intensity_range: float = Field(default=4.0, gt=0, description="exam_reference: value / reference mapped to 1")
     subtractions: bool = Field(default=False, description="derived inputs subK = postK - pre")
@@ -76,7 +77,8 @@ class PreprocessChain:
         self.bias = N4BiasCorrection(mode=cfg.n4_mode, shrink_factor=cfg.n4_shrink_factor)
         self.box = CropToBox(clip=True)
         self.crop = CropWithMargin(margin_mm=cfg.margin_mm)
-        self.resample = ResampleInPlane(target_mm=cfg.spacing_mm)
+        self.resample = ResampleInPlane(target_mm=cfg.spacing_mm,
+                                        fit_size=cfg.input_size if cfg.fit_voi else None)
         self.pad = PadOrCropInPlane(size=cfg.input_size)
         self.stacks = SliceStacks(channels=cfg.channels)
         self.normalise = NormaliseMax(input_ndim=3) if cfg.intensity == "max_per_input" \

@@ -216,25 +216,39 @@ class ResampleInPlane:
     """Resample the last two axes (row, column) from ``spacing`` to ``target_mm`` (linear interpolation).
 
     One physical scale for every exam, whatever the site's pixel spacing: a 5 mm halo is the same number of
-    pixels everywhere. ``target_mm=None`` keeps the native grid (the paper's setting).
+    pixels everywhere. ``target_mm=None`` keeps the native grid (the paper's setting). With ``fit_size`` a VOI
+    wider than ``fit_size * target_mm`` is resampled coarser, just enough to fit ``fit_size`` pixels, so the
+    margin of a large tumour is never cropped away (the scale then follows the VOI, for those exams only).
     """
 
-    def __init__(self, target_mm: float | None = None) -> None:
+    def __init__(self, target_mm: float | None = None, fit_size: int | None = None) -> None:
         if target_mm is not None and target_mm <= 0:
             raise ValueError(f"target_mm must be > 0, got {target_mm}")
+        if fit_size is not None and (fit_size < 1 or target_mm is None):
+            raise ValueError(f"fit_size must be >= 1 and needs a target_mm, got {fit_size}")
         self.target_mm = None if target_mm is None else float(target_mm)
+        self.fit_size = fit_size
 
     def __repr__(self) -> str:
-        return f"ResampleInPlane(target_mm={self.target_mm})"
+        return f"ResampleInPlane(target_mm={self.target_mm}, fit_size={self.fit_size})"
+
+    def spacing_for(self, shape: Sequence[int], spacing: Sequence[float]) -> float | None:
+        """The in-plane output spacing for an array of ``shape`` on ``spacing`` (None: native grid)."""
+        if self.target_mm is None or self.fit_size is None:
+            return self.target_mm
+        extent = max(shape[-2] * float(spacing[-2]), shape[-1] * float(spacing[-1]))
+        return max(self.target_mm, extent / self.fit_size)
 
     def __call__(self, array: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-        if self.target_mm is None:
+        target = self.spacing_for(array.shape, spacing)
+        if target is None:
             return array
         from scipy import ndimage
 
-        factors = [1.0] * (array.ndim - 2) + [float(spacing[-2]) / self.target_mm,
-                                               float(spacing[-1]) / self.target_mm]
+        factors = [1.0] * (array.ndim - 2) + [float(spacing[-2]) / target, float(spacing[-1]) / target]
         shape = [max(round(n * f), 1) for n, f in zip(array.shape, factors, strict=True)]
+        if self.fit_size is not None:  # rounding must not push a fitted VOI one pixel over
+            shape[-2:] = [min(n, self.fit_size) for n in shape[-2:]]
         # grid_mode: pixel areas (not centres) map onto each other, so the VOI keeps its extent and centre.
         return ndimage.zoom(array.astype(np.float32), [new / old for new, old in zip(shape, array.shape, strict=True)],
                             order=1, mode="grid-constant", grid_mode=True, cval=0.0)

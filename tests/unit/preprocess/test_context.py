@@ -46,6 +46,32 @@ def test_resampling_gives_one_physical_scale():
     assert ResampleInPlane(None)(same, (1, 0.7, 0.7)) is same
 
 
+def test_fitting_resamples_a_wide_voi_coarser_instead_of_cropping_its_margin():
+    # A 60 x 40 mm VOI on 0.5 mm pixels, target 1 mm, input 40: without fitting it becomes 60 x 40 pixels and
+    # the pad/crop step would cut 10 mm off each side; fitted, the long axis lands on 40 pixels (1.5 mm).
+    voi = np.ones((1, 120, 80), np.float32)
+    fit = ResampleInPlane(1.0, fit_size=40)
+    assert fit.spacing_for(voi.shape, (2.0, 0.5, 0.5)) == pytest.approx(1.5)
+    assert fit(voi, (2.0, 0.5, 0.5)).shape == (1, 40, 27)
+    assert ResampleInPlane(1.0)(voi, (2.0, 0.5, 0.5)).shape == (1, 60, 40)
+    small = np.ones((1, 40, 40), np.float32)  # 20 mm: already fits, keeps the 1 mm scale
+    assert fit(small, (2.0, 0.5, 0.5)).shape == (1, 20, 20)
+    with pytest.raises(ValueError, match="needs a target_mm"):
+        ResampleInPlane(None, fit_size=40)
+
+
+def test_fitted_chain_keeps_the_whole_margin_of_a_large_tumour():
+    image = np.zeros((2, 3, 100, 100), np.float32)
+    image[:, :, 20:80, 20:80] = 100.0  # a 60 mm "tumour" filling its box on 1 mm pixels
+    image[1, :, 20:80, 20:80] = 300.0
+    box = (20, 79, 20, 79, 0, 2)
+    config = DEFAULT.model_copy(update={"margin_mm": 10.0, "input_size": 40, "fit_voi": True})
+    sub1 = PreprocessChain(config)(image, (2.0, 1.0, 1.0), box)["sub1"][1, :, :, 1]
+    # 80 mm of VOI on 40 pixels (2 mm): the tumour spans the central 30 pixels, 5 pixels (10 mm) of margin
+    # stay on each side; cropping would have kept the central 40 mm of the tumour and no margin at all.
+    assert (sub1[5:35, 5:35] > 0.4).all() and (sub1[:4] == 0).all() and (sub1[:, -4:] == 0).all()
+
+
 def exam_with(fat_pre: float, gain: float) -> tuple[np.ndarray, tuple[int, ...]]:
     """Pre / post1 / post2 of a 40 x 40 slab: fat (non-enhancing) around an enhancing disc of tumour."""
     y, x = np.mgrid[:40, :40] - 19.5
