@@ -15,7 +15,7 @@ pooled external set with DeLong 95 % CIs:
 - image-feature reference (``synth.image_features`` + logistic), clinical (receptor status, age) and PK
   (the 48 PK features, L2 logistic) models, all fitted on the same training set;
 - paired DeLong of the CNN against each, CNN / image ceiling and CNN + clinical / oracle, the CNN's training
-  AUC (in-sample and out-of-fold) and seconds per epoch.
+  AUC (in-sample and out-of-fold), seconds per epoch, and the CNN's and the ceiling's AUC site by site.
 
 Rendered and preprocessed exams are cached under --cache keyed by the simulator's code, the seed and the
 chain's fingerprint, so a re-run with another train section only retrains. Nothing here is a test: up to
@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.special import logit  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
@@ -264,6 +265,10 @@ def main() -> None:
             paired = delong_paired(y, cnn, scores)
             print(f"  {name:16s} {ci(y, scores)}   CNN - it {paired.difference:+.3f} "
                   f"(paired DeLong p {paired.p_value:.3g})")
+        sites = test.institution.to_numpy()
+        print("  per site, CNN / image ceiling: " + ", ".join(
+            f"{site} (n {int((sites == site).sum())}) {roc_auc_score(y[sites == site], cnn[sites == site]):.3f} / "
+            f"{roc_auc_score(y[sites == site], ceiling[sites == site]):.3f}" for site in sorted(set(sites))))
         r_cnn, r_comb = delong(y, cnn).auc, delong(y, combined).auc
         print(f"  CNN / image ceiling {r_cnn / delong(y, ceiling).auc:.3f}   "
               f"CNN + clinical / oracle {r_comb / delong(y, oracle).auc:.3f}", flush=True)
