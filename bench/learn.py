@@ -53,7 +53,7 @@ from her2pcr.preprocess.chain import PreprocessChain  # noqa: E402
 from her2pcr.stats.roc import delong, delong_paired  # noqa: E402
 from her2pcr.synth.cohort import plan_site, render_task  # noqa: E402
 from her2pcr.synth.patients import draw_patient  # noqa: E402
-from her2pcr.training.data import StackSet, patient_probabilities, spread_slice_indices  # noqa: E402
+from her2pcr.training.data import StackSet, load_stacks, patient_probabilities  # noqa: E402
 
 BENCH_SEED_OFFSET = 7919  # bench patients are never pipeline patients
 IMAGE_PHENOTYPES = ["spiculation", "peri_thickness_mm", "peri_ktrans", "heterogeneity", "ktrans", "ve"]
@@ -141,19 +141,6 @@ def build_cache(args, params) -> tuple[pd.DataFrame, Path]:
     return table.set_index("patient_id"), inputs_dir
 
 
-def load(folder: Path, ids, labels: pd.Series, phases, limit) -> StackSet:
-    inputs = {p: [] for p in phases}
-    owners, ys = [], []
-    for pid in ids:
-        with np.load(folder / f"{pid}.npz") as data:
-            keep = spread_slice_indices(len(data[phases[0]]), limit)
-            for p in phases:
-                inputs[p].append(data[p][keep].astype(np.float32))
-        owners.append(np.full(len(keep), pid, dtype=object))
-        ys.append(np.full(len(keep), int(labels[pid])))
-    return StackSet({p: np.concatenate(v) for p, v in inputs.items()}, np.concatenate(ys), np.concatenate(owners))
-
-
 def image_ceiling(params) -> LogisticRegression:
     sites = load_sites(REPO / params.simulate.sites_file)
     rng = np.random.default_rng(params.simulate.seed + BENCH_SEED_OFFSET)
@@ -238,12 +225,12 @@ def main() -> None:
         ids = stratified_subset(train_pool, n)
         train = train_pool.loc[ids]
         seed_everything(tp)
-        stacks = load(folder, ids, train_pool.pcr, tp.phases, tp.max_stacks_per_patient)
+        stacks = load_stacks(folder, ids, tp.phases, train_pool.pcr, tp.max_stacks_per_patient)
         start = time.perf_counter()
         result = fit_cv_ensemble(tp, stacks)
         seconds = time.perf_counter() - start
         per_epoch = float(np.mean([h["seconds"].mean() for h in result.fold_histories]))
-        external = load(folder, test.index, test.pcr, tp.phases, None)
+        external = load_stacks(folder, list(test.index), tp.phases, test.pcr)
         cnn, train_z, test_z = fold_standardised_logits(result, tp, stacks.patient_labels(), external, test.index)
         in_sample = patient_probabilities(predict_probability(result.model, stacks.inputs),
                                           stacks.patient_ids).loc[ids].to_numpy()

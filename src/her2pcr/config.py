@@ -212,7 +212,7 @@ class TrainParams(Strict):
     cv_folds: int = Field(ge=2)
     min_epoch: int = Field(ge=0)  # epochs before this one are never selected (a lucky epoch 0 is noise)
     augmentation_strength: float = Field(ge=0)
-    max_stacks_per_patient: int | None = Field(default=None, ge=1)  # central stacks only; None = all
+    max_stacks_per_patient: int | None = Field(default=None, ge=1)  # spread over the VOI; None = all
     seed: int
     deterministic: bool
     mixed_precision: bool
