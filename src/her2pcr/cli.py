@@ -135,8 +135,9 @@ def tune(
     tune_params = params.tune.model_copy(update={"storage": storage}) if storage else params.tune
     tracking = params.tracking.model_copy(update={"uri": tracking_uri}) if tracking_uri else params.tracking
     summary = tune_study(params.train, tune_params, tracking, n_trials=n_trials, worker=worker)
-    best = f"best trial {summary['best_trial']} AUC {summary['best_value']:.3f}" if "best_trial" in summary \
-        else "no complete trial"
+    best = (f"best trial {summary['best_trial']} AUC {summary['best_value']:.3f}, selected trial "
+            f"{summary['selected_trial']} ({summary['selection']['rule']})" if "best_trial" in summary
+            else "no complete trial")
     typer.echo(f"tune: {summary['trials']} trials in the study "
                f"({', '.join(f'{k} {v}' for k, v in summary.items() if k in ('complete', 'pruned', 'fail'))}); "
                f"{best} -> {tune_params.out_dir / 'best.yaml'}")

@@ -235,6 +235,7 @@ class TuneParams(Strict):
     pruner_startup_trials: int = Field(ge=0)
     pruner_warmup_epochs: int = Field(ge=0)
     heartbeat_s: int = Field(ge=1)  # a worker silent this long has its running trial marked failed
+    min_improvement_se: float = Field(ge=0)  # a trial replaces the train section only by more than this many SE
     # Search space (Supplementary Table 4 values, plus architecture and augmentation).
     phase_sets: list[list[PhaseName]]
     blocks: list[int]

@@ -129,6 +129,9 @@ class FitResult:
     selection: str = "holdout"
     out_of_fold: pd.Series | None = None  # cv: each training patient's probability from the fold that held it out
     fold_histories: list[pd.DataFrame] = field(default_factory=list)
+    # The patients best_val_patient_auc was computed on (out-of-fold under cv, the validation cohorts under
+    # holdout): columns pcr and probability, so two configurations can be compared patient by patient.
+    held_out: pd.DataFrame | None = None
 
 
 def seed_everything(params: TrainParams) -> None:
@@ -220,7 +223,7 @@ def fit_cv_ensemble(params: TrainParams, train: StackSet, on_epoch=None,
              mean_auc[chosen], pooled)
     ids = sorted(set(train.patient_ids))
     return FitResult(ensemble, history, chosen, float(pooled), len(train), len(train), ids, ids, [], "cv",
-                     out_of_fold, histories)
+                     out_of_fold, histories, pd.DataFrame({"pcr": labels, "probability": out_of_fold}))
 
 
 def fit(params: TrainParams, on_epoch=None, extra_callbacks: list | None = None,
@@ -262,9 +265,14 @@ def fit_holdout(params: TrainParams, train: StackSet, validation: StackSet, on_e
     model, frame, snapshots = fit_stacks(params, train, validation, on_epoch, extra_callbacks)
     chosen = best_epoch(frame["val_patient_auc"], params.min_epoch)
     model.set_weights(snapshots.weights[chosen])
+    held_out = None
+    if snapshots.predictions:
+        predictions = snapshots.predictions[chosen]
+        held_out = pd.DataFrame({"pcr": validation.patient_labels().loc[predictions.index],
+                                 "probability": predictions})
     return FitResult(model, frame, chosen, float(frame["val_patient_auc"].iloc[chosen]), len(train),
                      len(validation), sorted(set(train.patient_ids)), sorted(set(validation.patient_ids)),
-                     skipped or [], "holdout")
+                     skipped or [], "holdout", held_out=held_out)
 
 
 def save_fit(result: FitResult, model_dir: Path, extra: dict) -> None:

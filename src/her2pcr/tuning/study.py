@@ -15,12 +15,15 @@ import optuna
 import yaml
 
 from her2pcr.config import TrackingParams, TrainParams, TuneParams
+from her2pcr.stats.roc import delong_paired
 from her2pcr.training.fit import fit
 from her2pcr.training.tracking import flatten, git_commit, setup_mlflow
 from her2pcr.tuning.space import default_suggestions, suggest, trial_params
 
 log = logging.getLogger(__name__)
 PARENT_ATTR = "mlflow_parent_run_id"
+REFERENCE_ATTR = "reference"      # trial user attribute: this trial is params.yaml's own train section
+PREDICTIONS_ATTR = "held_out"     # trial user attribute: {patient id: [pcr, probability]} behind its value
 
 
 def open_study(tune: TuneParams, seed_offset: int = 0) -> optuna.Study:
@@ -145,11 +148,45 @@ def _run_trial(trial: optuna.Trial, params: TrainParams, tune: TuneParams, mlflo
     mlflow.log_metric("best_epoch", result.best_epoch)
     if math.isnan(value):
         raise ValueError("validation AUC undefined (one class only)")
+    if result.held_out is not None:
+        trial.set_user_attr(PREDICTIONS_ATTR, {str(pid): [int(row.pcr), float(row.probability)]
+                                               for pid, row in result.held_out.iterrows()})
     return value
 
 
+def select_trial(trials: list[optuna.trial.FrozenTrial], min_improvement_se: float
+                 ) -> tuple[optuna.trial.FrozenTrial, dict]:
+    """The complete trial whose configuration ``train`` gets, and why.
+
+    The best trial by objective replaces the reference (trial 0, params.yaml's train section) only when it
+    beats it by more than ``min_improvement_se`` standard errors of the paired difference: paired DeLong on
+    the patients both were scored on (the same folds). This is the one-standard-error rule: on 85 patients the
+    SE of an AUC is ~0.06, and the maximum of a few noisy trials otherwise wins by noise alone.
+    """
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise ValueError("no complete trial to select")
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    reference = next((t for t in complete if t.user_attrs.get(REFERENCE_ATTR)), None)
+    if reference is None or best.number == reference.number:
+        return best, {"rule": "best objective", "reference_trial": None if reference is None else reference.number}
+    ours, theirs = best.user_attrs.get(PREDICTIONS_ATTR), reference.user_attrs.get(PREDICTIONS_ATTR)
+    common = sorted(set(ours or {}) & set(theirs or {}))
+    labels = [ours[p][0] for p in common]
+    if len(set(labels)) < 2:
+        raise ValueError(f"trials {best.number} and {reference.number} share no patients of both classes "
+                         "to compare on")
+    paired = delong_paired(labels, [ours[p][1] for p in common], [theirs[p][1] for p in common])
+    chosen = best if paired.difference > min_improvement_se * paired.se else reference
+    return chosen, {"rule": f"best trial only if it beats the reference by > {min_improvement_se:g} SE "
+                            "(paired DeLong)",
+                    "reference_trial": reference.number, "best_trial": best.number,
+                    "improvement": paired.difference, "improvement_se": paired.se, "patients": len(common)}
+
+
 def summarise_study(study: optuna.Study, tune: TuneParams, tracking: TrackingParams, parent_id: str) -> dict:
-    """best.yaml for `train`, the trial table, and history/importance figures on the parent run."""
+    """best.yaml (the selected trial's configuration) for `train`, the trial table, and history/importance
+    figures on the parent run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,15 +197,20 @@ def summarise_study(study: optuna.Study, tune: TuneParams, tracking: TrackingPar
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     states = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
     summary = {"trials": len(study.trials), **{k.lower(): v for k, v in states.items() if v}}
-    study.trials_dataframe().to_csv(tune.out_dir / "trials.csv", index=False)
+    # the per-patient predictions stay in the study: the table is one row of settings and value per trial
+    study.trials_dataframe().drop(columns=[f"user_attrs_{PREDICTIONS_ATTR}"], errors="ignore").to_csv(
+        tune.out_dir / "trials.csv", index=False)
     client = mlflow.MlflowClient(tracking.uri)
     if complete:
-        best = study.best_trial
-        (tune.out_dir / "best.yaml").write_text(yaml.safe_dump(json.loads(best.user_attrs["tunable"]),
+        chosen, why = select_trial(study.trials, tune.min_improvement_se)
+        (tune.out_dir / "best.yaml").write_text(yaml.safe_dump(json.loads(chosen.user_attrs["tunable"]),
                                                                sort_keys=False), encoding="utf-8")
-        summary.update(best_trial=best.number, best_value=best.value)
-        client.log_metric(parent_id, "best_patient_auc", best.value)
-        client.set_tag(parent_id, "best_trial", str(best.number))
+        summary.update(best_trial=study.best_trial.number, best_value=study.best_value,
+                       selected_trial=chosen.number, selected_value=chosen.value, selection=why)
+        client.log_metric(parent_id, "best_patient_auc", study.best_value)
+        client.log_metric(parent_id, "selected_patient_auc", chosen.value)
+        client.set_tag(parent_id, "best_trial", str(study.best_trial.number))
+        client.set_tag(parent_id, "selected_trial", str(chosen.number))
         figures = {"optimization_history.png": optuna.visualization.matplotlib.plot_optimization_history}
         if len(complete) >= 2:
             figures["param_importances.png"] = optuna.visualization.matplotlib.plot_param_importances
@@ -196,7 +238,7 @@ def enqueue_defaults(study: optuna.Study, base: TrainParams, tune: TuneParams) -
     if fixed is None:
         log.info("train defaults are outside the search space: not enqueued")
         return
-    study.enqueue_trial(fixed)
+    study.enqueue_trial(fixed, user_attrs={REFERENCE_ATTR: True})
 
 
 def tune_study(base: TrainParams, tune: TuneParams, tracking: TrackingParams, n_trials: int | None = None,

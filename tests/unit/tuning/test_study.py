@@ -1,12 +1,14 @@
 """The Optuna study on tiny data: resumable, tracked as nested MLflow runs, feeding train."""
 
+import json
+
 import mlflow
 import optuna
 import pytest
 import yaml
 
 from her2pcr.training.fit import resolve_params
-from her2pcr.tuning.study import PARENT_ATTR, open_study, tune_study
+from her2pcr.tuning.study import PARENT_ATTR, PREDICTIONS_ATTR, REFERENCE_ATTR, open_study, tune_study
 from tests.conftest import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -46,9 +48,12 @@ def test_trials_are_nested_mlflow_runs_and_best_yaml_feeds_train(setup):
     metric = "mean_fold_patient_auc" if tune.objective == "cv" else "val_patient_auc"
     assert all(len(client.get_metric_history(r.info.run_id, metric)) == tune.epochs for r in children)
     # trial 0 is the train section itself, so the search cannot end below the defaults
-    assert open_study(tune).trials[0].params["phases"] == ",".join(train.phases)
+    trials = open_study(tune).trials
+    assert trials[0].params["phases"] == ",".join(train.phases) and trials[0].user_attrs[REFERENCE_ATTR]
+    assert all(len(t.user_attrs[PREDICTIONS_ATTR]) > 0 for t in trials)  # what the selection rule compares
     assert "figures" in {a.path for a in client.list_artifacts(parent)}
     best = yaml.safe_load(tune.out_dir.joinpath("best.yaml").read_text())
+    assert best == json.loads(trials[summary["selected_trial"]].user_attrs["tunable"])
     resolved, source = resolve_params(train)
     assert source.endswith("best.yaml") and resolved.phases == best["phases"]
     assert summary["best_value"] == pytest.approx(open_study(tune).best_value)
