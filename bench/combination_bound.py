@@ -21,12 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
-from learn import CEILING_PATIENTS, IMAGE_PHENOTYPES  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from her2pcr.config import load_params, load_sites  # noqa: E402
 from her2pcr.synth.patients import draw_patient  # noqa: E402
+from learn import CEILING_PATIENTS, IMAGE_PHENOTYPES  # noqa: E402
 
 
 def main() -> None:

@@ -170,12 +170,13 @@ def select_trial(trials: list[optuna.trial.FrozenTrial], min_improvement_se: flo
     reference = next((t for t in complete if t.user_attrs.get(REFERENCE_ATTR)), None)
     if reference is None or best.number == reference.number:
         return best, {"rule": "best objective", "reference_trial": None if reference is None else reference.number}
-    ours, theirs = best.user_attrs.get(PREDICTIONS_ATTR), reference.user_attrs.get(PREDICTIONS_ATTR)
-    common = sorted(set(ours or {}) & set(theirs or {}))
+    ours, theirs = best.user_attrs.get(PREDICTIONS_ATTR) or {}, reference.user_attrs.get(PREDICTIONS_ATTR) or {}
+    common = sorted(set(ours) & set(theirs))
     labels = [ours[p][0] for p in common]
-    if len(set(labels)) < 2:
-        raise ValueError(f"trials {best.number} and {reference.number} share no patients of both classes "
-                         "to compare on")
+    if len(set(labels)) < 2:  # e.g. trials of a study older than this rule
+        log.warning("trials %d and %d share no held-out patients of both classes: the best objective wins",
+                    best.number, reference.number)
+        return best, {"rule": "best objective (no paired predictions)", "reference_trial": reference.number}
     paired = delong_paired(labels, [ours[p][1] for p in common], [theirs[p][1] for p in common])
     chosen = best if paired.difference > min_improvement_se * paired.se else reference
     return chosen, {"rule": f"best trial only if it beats the reference by > {min_improvement_se:g} SE "

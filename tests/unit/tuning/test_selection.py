@@ -45,6 +45,13 @@ def test_zero_se_is_plain_argmax_and_without_a_reference_the_best_wins():
     assert chosen.number == 1 and why["reference_trial"] is None
 
 
+def test_trials_without_paired_predictions_fall_back_to_the_best_objective():
+    reference, challenger = trial(0, scores(0.8, 1), reference=True), trial(1, scores(0.9, 3))
+    challenger.user_attrs.pop(PREDICTIONS_ATTR)
+    chosen, why = select_trial([reference, challenger], min_improvement_se=1.0)
+    assert chosen.number == 1 and why["rule"].startswith("best objective")
+
+
 def test_no_complete_trial_is_an_error():
     with pytest.raises(ValueError, match="no complete trial"):
         select_trial([], min_improvement_se=1.0)
