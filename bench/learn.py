@@ -41,7 +41,6 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy.special import logit  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -161,30 +160,21 @@ def fitted_scores(train: pd.DataFrame, test: pd.DataFrame, columns: list[str], c
     return model.predict_proba(test[columns].fillna(fill))[:, 1]
 
 
-def fold_standardised_logits(result, params, labels: pd.Series, external: StackSet,
-                             order: pd.Index) -> tuple[np.ndarray, pd.Series, pd.Series]:
-    """The ensemble's external probabilities, and its members' logits standardised fold by fold.
-
-    Pooled out-of-fold predictions mix fold models whose logits differ in offset and spread (the pooled
-    out-of-fold AUC sits well below the mean per-fold AUC), so a logistic fitted on them underweights the CNN.
-    Each member's logit is therefore centred and scaled by its own held-out patients: the training patients
-    get their out-of-fold z-score, an external patient the mean of the members' z-scores.
-    """
+def fold_standardised_logits(result, external: StackSet, order: pd.Index) -> tuple[np.ndarray, pd.Series, pd.Series]:
+    """The ensemble's external probabilities, and the CNN score the combined model uses
+    (``baselines.combined.fold_standardisation``): out-of-fold for the training patients, the mean of the
+    members' standardised logits for an external patient."""
+    from her2pcr.baselines.combined import fold_standardisation, member_score, out_of_fold_score
     from her2pcr.models.cnn import ensemble_members, predict_probability
-    from her2pcr.training.fit import cv_folds
 
-    members = ensemble_members(result.model)
-    folds = cv_folds(labels, params.cv_folds, params.seed)
-    oof = pd.Series(logit(result.out_of_fold.clip(1e-4, 1 - 1e-4)), index=result.out_of_fold.index)
-    train_z, external_z, probabilities = pd.Series(np.nan, index=oof.index), [], []
-    for (_, held), member in zip(folds, members, strict=True):
-        centre, spread = oof.loc[held].mean(), oof.loc[held].std()
-        train_z.loc[held] = (oof.loc[held] - centre) / spread
-        p = patient_probabilities(predict_probability(member, external.inputs), external.patient_ids).loc[order]
-        probabilities.append(p.to_numpy())
-        external_z.append((logit(np.clip(p.to_numpy(), 1e-4, 1 - 1e-4)) - centre) / spread)
+    out_of_fold = pd.DataFrame({"probability": result.out_of_fold, "fold": result.folds})
+    standardisation = fold_standardisation(out_of_fold)
+    members = pd.DataFrame({k: patient_probabilities(predict_probability(m, external.inputs),
+                                                     external.patient_ids).loc[order]
+                            for k, m in enumerate(ensemble_members(result.model))})
     # the ensemble's output is the mean of its members' probabilities, stack by stack and so patient by patient
-    return np.mean(probabilities, axis=0), train_z, pd.Series(np.mean(external_z, axis=0), index=order)
+    return (members.mean(axis=1).to_numpy(), out_of_fold_score(out_of_fold, standardisation),
+            member_score(members, standardisation))
 
 
 def stratified_subset(table: pd.DataFrame, n: int) -> list[str]:
@@ -238,7 +228,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         per_epoch = float(np.mean([h["seconds"].mean() for h in result.fold_histories]))
         external = load_stacks(folder, list(test.index), tp.phases, test.pcr)
-        cnn, train_z, test_z = fold_standardised_logits(result, tp, stacks.patient_labels(), external, test.index)
+        cnn, train_z, test_z = fold_standardised_logits(result, external, test.index)
         in_sample = patient_probabilities(predict_probability(result.model, stacks.inputs),
                                           stacks.patient_ids).loc[ids].to_numpy()
         combined = fitted_scores(train.assign(cnn_z=train_z.loc[ids]), test.assign(cnn_z=test_z),

@@ -274,6 +274,9 @@ class EvaluateParams(Strict):
     predictions_file: Path
     gradcam_per_cohort: int = Field(ge=0)
     baselines_dir: Path | None = None  # clinical and PK predictions to compare with; None = CNN only
+    # CNN + clinical fitted on the training cohort's out-of-fold CNN scores (needs selection: cv), or on the
+    # validation cohort's CNN probabilities (the study's D2 fit)
+    cnn_clinical_fit: Literal["out_of_fold", "validation"] = "out_of_fold"
     # Synthetic data only: the simulator's hidden truth, for an oracle column next to the models.
     truth_file: Path | None = None
 

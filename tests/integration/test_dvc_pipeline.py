@@ -72,6 +72,9 @@ def test_metrics_and_plots_are_declared_for_dvc(workspace):
     run(["dvc", "repro"], workspace)
     metrics = json.loads((workspace / "metrics" / "evaluate.json").read_text())
     assert metrics["cohorts"]["D2"]["models"]["cnn"]["n"] == 4
+    combined = metrics["cnn_clinical"]  # fitted on D1's out-of-fold scores, or the reason it could not be
+    assert combined["fitted_on"] == "D1 (out-of-fold)"
+    assert combined.get("cnn_term") == "cnn_score" or combined["not_fitted"]
     assert "cohorts.D2.models.cnn.auc" in run(["dvc", "metrics", "show", "--json"], workspace).replace('"', "")\
         or "D2" in run(["dvc", "metrics", "show"], workspace)
     run(["dvc", "plots", "show", "-o", "plots-html"], workspace)

@@ -10,6 +10,10 @@ associated with pCR "when evaluated in a multivariable setting" (CNN p = 0.002 i
 not significant): those p-values come from the same regression fitted within each testing cohort, which
 ``independent_association`` does. Predictions (and AUCs) on D3/D4 come from the D2 fit.
 
+With a cross-validated ensemble the D2 detour is unnecessary: every D1 patient has an out-of-fold prediction,
+which is not over-confident, so ``evaluate.cnn_clinical_fit: out_of_fold`` (the default) fits the same
+regression on D1's 85 patients instead of D2's 15, on the fold-standardised CNN logit (``fold_standardisation``).
+
 The CNN's probability enters as it is (a 0-1 score, as the paper describes the model output), beside the
 clinical variables encoded as in ``clinical.design_matrix``. The fit is statsmodels ``Logit`` with Wald
 p-values per coefficient; on (quasi-)complete separation, which a small D2 and a confident CNN make
@@ -23,11 +27,48 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 
 from her2pcr.baselines.clinical import LABEL, LogisticFit, fit_logistic
 
 PROBABILITY_COLUMN = "cnn_probability"
+SCORE_COLUMN = "cnn_score"  # the fold-standardised CNN logit that the D1 (out-of-fold) fit uses
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype="float64"), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def fold_standardisation(out_of_fold: pd.DataFrame) -> pd.DataFrame:
+    """Per ensemble member (``fold``): centre and spread of its logits over the patients it held out.
+
+    Fold models differ in offset and spread (the pooled out-of-fold AUC sits below the mean per-fold AUC), so a
+    regression on pooled out-of-fold probabilities underweights the CNN; standardising each member by its own
+    held-out patients puts every member, and so the training patients and new patients, on one scale.
+    """
+    logits = pd.Series(_logit(out_of_fold.probability), index=out_of_fold.index)
+    table = logits.groupby(out_of_fold.fold).agg(centre="mean", spread="std")
+    if (table.spread <= 0).any() or table.spread.isna().any():
+        raise ValueError("a fold model gives all its held-out patients the same logit: no scale to standardise by")
+    return table.sort_index()
+
+
+def out_of_fold_score(out_of_fold: pd.DataFrame, standardisation: pd.DataFrame) -> pd.Series:
+    """Each training patient's out-of-fold logit, standardised by the member that held it out."""
+    row = standardisation.loc[out_of_fold.fold.to_numpy()]
+    return pd.Series((_logit(out_of_fold.probability) - row.centre.to_numpy()) / row.spread.to_numpy(),
+                     index=out_of_fold.index, name=SCORE_COLUMN)
+
+
+def member_score(member_probabilities: pd.DataFrame, standardisation: pd.DataFrame) -> pd.Series:
+    """A new patient's CNN score: the mean over members (columns, in fold order) of their standardised logits."""
+    if member_probabilities.shape[1] != len(standardisation):
+        raise ValueError(f"{member_probabilities.shape[1]} member predictions for {len(standardisation)} folds")
+    centre, spread = standardisation.centre.to_numpy(), standardisation.spread.to_numpy()
+    z = (_logit(member_probabilities.to_numpy()) - centre) / spread
+    return pd.Series(z.mean(axis=1), index=member_probabilities.index, name=SCORE_COLUMN)
 
 
 @dataclass

@@ -8,27 +8,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from her2pcr.models.cnn import model_phases, predict_probability
+from her2pcr.models.cnn import ensemble_members, model_phases, predict_probability
 from her2pcr.training.data import load_stacks, patient_probabilities, patients_of, read_index
 
 log = logging.getLogger(__name__)
 
 
-def predict_cohorts(model, processed_dir: Path, cohorts: list[str]) -> tuple[pd.DataFrame, list[str]]:
-    """P(pCR) per patient (mean over all its stacks) for the cohorts; also the patients left out and why."""
+def predict_cohorts(model, processed_dir: Path, cohorts: list[str],
+                    members: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """P(pCR) per patient (mean over all its stacks) for the cohorts; also the patients left out and why.
+
+    ``members``: an ensemble's members too (columns member_1 ... member_K, the fold models in fold order), for
+    the fold-standardised score of the CNN + clinical model."""
     index = read_index(processed_dir)
     phases = model_phases(model)
     patients = patients_of(index, cohorts, phases)
     left_out = sorted(set(index.index[index.cohort.isin(cohorts)]) - set(patients))
     if left_out:
         log.warning("%d patients lack phase(s) %s and are not evaluated: %s", len(left_out), phases, left_out)
+    fold_models = ensemble_members(model) if members else []
+    fold_models = fold_models if len(fold_models) > 1 else []
     rows = []
     for pid in patients:  # one patient at a time keeps memory flat whatever the cohort size
         stacks = load_stacks(processed_dir, [pid], phases, index.pcr)
         probability = patient_probabilities(predict_probability(model, stacks.inputs), stacks.patient_ids)
-        rows.append({"patient_id": pid, "probability": float(probability.iloc[0]),
-                     "n_stacks": len(stacks)})
-    frame = pd.DataFrame(rows, columns=["patient_id", "probability", "n_stacks"]).set_index("patient_id")
+        row = {"patient_id": pid, "probability": float(probability.iloc[0]), "n_stacks": len(stacks)}
+        for k, member in enumerate(fold_models):
+            row[f"member_{k + 1}"] = float(predict_probability(member, stacks.inputs).mean())
+        rows.append(row)
+    columns = ["patient_id", "probability", "n_stacks", *(f"member_{k + 1}" for k in range(len(fold_models)))]
+    frame = pd.DataFrame(rows, columns=columns).set_index("patient_id")
     frame["cohort"] = index.cohort.loc[frame.index]
     frame["pcr"] = index.pcr.loc[frame.index].astype(int)
     return frame, left_out

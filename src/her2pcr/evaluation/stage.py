@@ -142,9 +142,15 @@ def gradcam_figures(model, predictions: pd.DataFrame, params: EvaluateParams) ->
 
 
 def add_baselines(predictions: pd.DataFrame, params: EvaluateParams) -> tuple[pd.DataFrame, dict]:
-    """Clinical and PK scores of the baselines stage, and the CNN + clinical model fitted on the validation
-    cohort from the CNN score and the significant clinical variables (section 2.2)."""
-    from her2pcr.baselines.combined import fit_cnn_clinical, independent_association, predict_combined
+    """Clinical and PK scores of the baselines stage, and the CNN + clinical model: the significant clinical
+    variables (section 2.2) and the CNN, fitted on D1's out-of-fold CNN scores or, as the study, on D2's."""
+    from her2pcr.baselines.combined import (
+        PROBABILITY_COLUMN,
+        SCORE_COLUMN,
+        fit_cnn_clinical,
+        independent_association,
+        predict_combined,
+    )
 
     if params.baselines_dir is None:
         return predictions, {}
@@ -154,13 +160,20 @@ def add_baselines(predictions: pd.DataFrame, params: EvaluateParams) -> tuple[pd
     clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
     frame = clinical.loc[out.index].assign(cnn_probability=out.probability)
     variables = description["significant_variables"]
-    train = frame[frame.cohort == description["validation_cohort"]]
+    fitted_on = description["validation_cohort"]
+    column = PROBABILITY_COLUMN
     try:
-        combined = fit_cnn_clinical(train, variables)
-    except ValueError as error:  # e.g. a validation cohort too small for the regression
+        if params.cnn_clinical_fit == "out_of_fold":
+            fitted_on, column = f"{description['train_cohort']} (out-of-fold)", SCORE_COLUMN
+            train_ids = frame.index[frame.cohort == description["train_cohort"]]
+            frame[SCORE_COLUMN] = cnn_scores(out, params.model_dir / "out_of_fold.csv", train_ids)
+            train = frame.loc[train_ids]
+        else:
+            train = frame[frame.cohort == description["validation_cohort"]]
+        combined = fit_cnn_clinical(train, variables, probability_column=column)
+    except (ValueError, FileNotFoundError) as error:  # e.g. a cohort too small, a model without folds
         log.warning("CNN + clinical model not fitted: %s", error)
-        return out, {"fitted_on": description["validation_cohort"], "variables": variables,
-                     "not_fitted": str(error)}
+        return out, {"fitted_on": fitted_on, "variables": variables, "not_fitted": str(error)}
     out["cnn_clinical"] = predict_combined(combined, frame)
     externals = [c for c in params.cohorts if c not in (description["train_cohort"], description["validation_cohort"])]
     refits = []
@@ -169,10 +182,26 @@ def add_baselines(predictions: pd.DataFrame, params: EvaluateParams) -> tuple[pd
             refits += independent_association(frame, variables, cohorts=[cohort]).to_dict(orient="records")
         except ValueError as error:
             refits.append({"cohort": cohort, "not_fitted": str(error)})
-    summary = {"fitted_on": description["validation_cohort"], "variables": variables, "method": combined.method,
+    summary = {"fitted_on": fitted_on, "cnn_term": column, "variables": variables, "method": combined.method,
                "notes": combined.notes, "coefficients": combined.coefficients.to_dict(orient="records"),
                "within_cohort_refits": refits}
     return out, summary
+
+
+def cnn_scores(predictions: pd.DataFrame, out_of_fold_file: Path, train_ids: pd.Index) -> pd.Series:
+    """The fold-standardised CNN logit of every patient: out-of-fold for the training patients (never an
+    in-sample prediction), the mean of the members' standardised logits for everyone else."""
+    from her2pcr.baselines.combined import fold_standardisation, member_score, out_of_fold_score
+
+    out_of_fold = pd.read_csv(out_of_fold_file).set_index("patient_id")
+    missing = train_ids.difference(out_of_fold.index)
+    if len(missing):
+        raise ValueError(f"{len(missing)} training patients have no out-of-fold prediction in {out_of_fold_file}: "
+                         f"{sorted(missing)[:5]}")
+    standardisation = fold_standardisation(out_of_fold)
+    score = member_score(predictions[[f"member_{k + 1}" for k in range(len(standardisation))]], standardisation)
+    score.loc[train_ids] = out_of_fold_score(out_of_fold.loc[train_ids], standardisation)
+    return score
 
 
 def evaluate(params: EvaluateParams, tracking: TrackingParams) -> dict:
@@ -181,7 +210,8 @@ def evaluate(params: EvaluateParams, tracking: TrackingParams) -> dict:
 
     model = keras.saving.load_model(params.model_dir / "model.keras", compile=False)
     training = json.loads((params.model_dir / "training.json").read_text(encoding="utf-8"))
-    predictions, left_out = predict_cohorts(model, params.processed_dir, params.cohorts)
+    predictions, left_out = predict_cohorts(model, params.processed_dir, params.cohorts,
+                                            members=params.cnn_clinical_fit == "out_of_fold")
     predictions = add_covariates(predictions, params.interim_dir, params.truth_file)
     predictions, combined = add_baselines(predictions, params)
     metrics: dict = {"model_run_id": training["run_id"], "not_evaluated": left_out, "cnn_clinical": combined,

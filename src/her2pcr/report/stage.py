@@ -72,7 +72,10 @@ def build_report(params: ReportParams) -> str:
     combined = evaluation.get("cnn_clinical", {})
     if combined.get("coefficients"):
         text.append(_section("CNN + clinical model", f"Logistic regression fitted on {combined['fitted_on']} "
-                             f"({combined['method']}); Wald p-values.", pd.DataFrame(combined["coefficients"])))
+                             f"({combined['method']}); Wald p-values."
+                             + (" cnn_score is the CNN's logit standardised by each fold model's held-out "
+                                "patients." if combined.get("cnn_term") == "cnn_score" else ""),
+                             pd.DataFrame(combined["coefficients"])))
     elif combined:
         text.append(_section("CNN + clinical model", f"Not fitted: {combined.get('not_fitted')}"))
     if params.pk_search_file is not None and params.pk_search_file.exists():

@@ -132,6 +132,7 @@ class FitResult:
     # The patients best_val_patient_auc was computed on (out-of-fold under cv, the validation cohorts under
     # holdout): columns pcr and probability, so two configurations can be compared patient by patient.
     held_out: pd.DataFrame | None = None
+    folds: pd.Series | None = None  # cv: the fold (ensemble member, 0-based) that held each training patient out
 
 
 def seed_everything(params: TrainParams) -> None:
@@ -209,6 +210,8 @@ def fit_cv_ensemble(params: TrainParams, train: StackSet, on_epoch=None,
     for model, snap in zip(models, snapshots, strict=True):
         model.set_weights(snap.weights[chosen])
     out_of_fold = pd.concat([snap.predictions[chosen] for snap in snapshots]).sort_index()
+    folds_of = pd.concat([pd.Series(k, index=snap.predictions[chosen].index)
+                          for k, snap in enumerate(snapshots)]).sort_index()
     labels = train.patient_labels().loc[out_of_fold.index]
     pooled = auc(labels.to_numpy(), out_of_fold.to_numpy())
     history = pd.concat(histories).groupby(level=0).mean()
@@ -223,7 +226,7 @@ def fit_cv_ensemble(params: TrainParams, train: StackSet, on_epoch=None,
              mean_auc[chosen], pooled)
     ids = sorted(set(train.patient_ids))
     return FitResult(ensemble, history, chosen, float(pooled), len(train), len(train), ids, ids, [], "cv",
-                     out_of_fold, histories, pd.DataFrame({"pcr": labels, "probability": out_of_fold}))
+                     out_of_fold, histories, pd.DataFrame({"pcr": labels, "probability": out_of_fold}), folds_of)
 
 
 def fit(params: TrainParams, on_epoch=None, extra_callbacks: list | None = None,
@@ -280,7 +283,9 @@ def save_fit(result: FitResult, model_dir: Path, extra: dict) -> None:
     result.model.save(model_dir / "model.keras")
     result.history.to_csv(model_dir / "history.csv")
     if result.out_of_fold is not None:
-        result.out_of_fold.rename("probability").to_csv(model_dir / "out_of_fold.csv")
+        frame = pd.DataFrame({"probability": result.out_of_fold, "fold": result.folds})
+        frame.index.name = "patient_id"
+        frame.to_csv(model_dir / "out_of_fold.csv")
     (model_dir / "training.json").write_text(json.dumps({
         "selection": result.selection, "cv_folds": len(result.fold_histories) or None,
         "best_epoch": result.best_epoch,

@@ -68,3 +68,40 @@ def test_independent_association_fits_the_model_within_each_testing_cohort():
     assert (cnn.p_value < 0.01).all()
     with pytest.raises(ValueError, match="no patients"):
         independent_association(frame, ["er"], cohorts=["D5"])
+
+
+def offset_folds(seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    """Two fold models that rank their own patients well, one shifted by +3 logits and twice as spread."""
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], 40)
+    logit = 1.5 * y + rng.normal(size=y.size)
+    fold = np.repeat([0, 1], 40)
+    logit = np.where(fold == 1, 3 + 2 * logit, logit)
+    index = pd.Index([f"p{i:03d}" for i in range(y.size)], name="patient_id")
+    return pd.DataFrame({"probability": expit(logit), "fold": fold}, index=index), pd.Series(y, index=index)
+
+
+def test_fold_standardised_scores_remove_offsets_between_fold_models():
+    from her2pcr.baselines.combined import fold_standardisation, out_of_fold_score
+    from her2pcr.stats.roc import auc
+
+    out_of_fold, y = offset_folds()
+    table = fold_standardisation(out_of_fold)
+    assert table.centre[1] - table.centre[0] > 2 and table.spread[1] / table.spread[0] > 1.5
+    score = out_of_fold_score(out_of_fold, table)
+    for k in (0, 1):
+        in_fold = score[out_of_fold.fold == k]
+        assert in_fold.mean() == pytest.approx(0, abs=1e-9) and in_fold.std() == pytest.approx(1)
+    assert auc(y, score) > auc(y, out_of_fold.probability) + 0.05  # the pooled probabilities mix two scales
+
+
+def test_a_new_patient_is_scored_by_the_mean_of_its_members_standardised_logits():
+    from her2pcr.baselines.combined import fold_standardisation, member_score
+
+    table = fold_standardisation(offset_folds()[0])
+    at_centres = expit(table.centre.to_numpy())
+    one_up = expit(table.centre.to_numpy() + table.spread.to_numpy())
+    members = pd.DataFrame([at_centres, one_up, [at_centres[0], one_up[1]]], index=["a", "b", "c"])
+    np.testing.assert_allclose(member_score(members, table), [0.0, 1.0, 0.5], atol=1e-6)
+    with pytest.raises(ValueError, match="member predictions"):
+        member_score(members.iloc[:, :1], table)

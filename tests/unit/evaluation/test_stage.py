@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from her2pcr.config import load_params
 from her2pcr.evaluation.stage import cohort_statistics
@@ -35,3 +36,21 @@ def test_cohort_statistics_cover_models_paired_tests_and_subsets():
 def test_cohort_too_small_for_roc_statistics_says_so():
     stats = cohort_statistics(frame(n=4).iloc[:3], PARAMS)
     assert "models" not in stats and "fewer than 2" in stats["note"]
+
+
+def test_cnn_scores_are_out_of_fold_for_training_patients_and_member_based_for_others(tmp_path):
+    from her2pcr.evaluation.stage import cnn_scores
+
+    out_of_fold = pd.DataFrame({"patient_id": ["t1", "t2", "t3", "t4"], "probability": [0.2, 0.4, 0.6, 0.9],
+                                "fold": [0, 0, 1, 1]})
+    out_of_fold.to_csv(tmp_path / "out_of_fold.csv", index=False)
+    # in-sample member predictions of training patients are over-confident and must not be used
+    predictions = pd.DataFrame({"member_1": [0.01, 0.02, 0.98, 0.99, 0.5], "member_2": [0.01, 0.02, 0.98, 0.99, 0.5]},
+                               index=["t1", "t2", "t3", "t4", "new"])
+    score = cnn_scores(predictions, tmp_path / "out_of_fold.csv", pd.Index(["t1", "t2", "t3", "t4"]))
+    logit = np.log(out_of_fold.probability / (1 - out_of_fold.probability))
+    fold_0 = (logit[:2] - logit[:2].mean()) / logit[:2].std()
+    np.testing.assert_allclose(score.loc[["t1", "t2"]], fold_0)
+    assert np.isfinite(score.loc["new"])
+    with pytest.raises(ValueError, match="no out-of-fold prediction"):
+        cnn_scores(predictions, tmp_path / "out_of_fold.csv", pd.Index(["t1", "new"]))

@@ -96,7 +96,8 @@ def test_cv_ensemble_members_reproduce_their_out_of_fold_predictions():
     folds = cv_folds(stacks.patient_labels(), params.cv_folds, params.seed)
     assert len(members) == len(folds) == 2 and result.selection == "cv"
     assert sorted(result.out_of_fold.index) == sorted(set(stacks.patient_ids))  # every patient once
-    for member, (_, held_out) in zip(members, folds, strict=True):
+    for k, (member, (_, held_out)) in enumerate(zip(members, folds, strict=True)):
+        assert (result.folds.loc[held_out] == k).all()  # out_of_fold.csv's fold column names the member
         held = stacks.subset(held_out)
         again = patient_probabilities(predict_probability(member, held.inputs), held.patient_ids)
         np.testing.assert_allclose(again, result.out_of_fold.loc[again.index], rtol=1e-5)
