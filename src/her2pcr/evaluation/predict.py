@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from her2pcr.models.cnn import ensemble_members, model_phases, predict_probability
-from her2pcr.training.data import load_stacks, patient_probabilities, patients_of, read_index
+from her2pcr.training.data import load_stacks, patients_of, read_index
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,13 @@ def predict_cohorts(model, processed_dir: Path, cohorts: list[str],
     rows = []
     for pid in patients:  # one patient at a time keeps memory flat whatever the cohort size
         stacks = load_stacks(processed_dir, [pid], phases, index.pcr)
-        probability = patient_probabilities(predict_probability(model, stacks.inputs), stacks.patient_ids)
-        row = {"patient_id": pid, "probability": float(probability.iloc[0]), "n_stacks": len(stacks)}
-        for k, member in enumerate(fold_models):
-            row[f"member_{k + 1}"] = float(predict_probability(member, stacks.inputs).mean())
-        rows.append(row)
+        if fold_models:  # the ensemble is the mean of its members: one pass over them gives both
+            per_member = [float(predict_probability(m, stacks.inputs).mean()) for m in fold_models]
+            row = {"probability": float(np.mean(per_member)),
+                   **{f"member_{k + 1}": v for k, v in enumerate(per_member)}}
+        else:
+            row = {"probability": float(predict_probability(model, stacks.inputs).mean())}
+        rows.append({"patient_id": pid, "n_stacks": len(stacks), **row})
     columns = ["patient_id", "probability", "n_stacks", *(f"member_{k + 1}" for k in range(len(fold_models)))]
     frame = pd.DataFrame(rows, columns=columns).set_index("patient_id")
     frame["cohort"] = index.cohort.loc[frame.index]
