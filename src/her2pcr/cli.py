@@ -83,15 +83,12 @@ def preprocess(
 @app.command("pk-features")
 def pk_features(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
     """The 48 semi-quantitative PK features of each exam with timing (others listed with the reason)."""
-    from her2pcr.features.stage import pk_feature_table
+    from her2pcr.features.stage import pk_features_stage
 
     params = config.load_params(params_file).pk
-    features, skipped = pk_feature_table(params.interim_dir, params.threshold_percent, params.workers)
-    params.out_dir.mkdir(parents=True, exist_ok=True)
-    features.reset_index().to_parquet(params.out_dir / "pk.parquet", index=False)
-    skipped.to_csv(params.out_dir / "skipped.csv", index=False)
-    typer.echo(f"pk_features: {len(features)} exams with 48 features, {len(skipped)} skipped "
-               f"(reasons in {params.out_dir / 'skipped.csv'})")
+    counts = pk_features_stage(params.interim_dir, params.out_dir, params.threshold_percent, params.workers)
+    typer.echo(f"pk_features: {counts['features']} exams with 48 features, {counts['skipped']} skipped "
+               f"(reasons in {counts['skipped_file']})")
 
 
 @app.command()
@@ -112,12 +109,23 @@ def train(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters 
 
     params = config.load_params(params_file)
     start = time.perf_counter()
-    summary = run_train(params.train, params.tracking, params.registry, params.serve)
+    summary = run_train(params.train, params.tracking)
     typer.echo(f"train: {summary['epochs']} epochs on {summary['train_stacks']} stacks in "
                f"{time.perf_counter() - start:.0f} s; best validation patient AUC "
-               f"{summary['best_val_patient_auc']:.3f} (epoch {summary['best_epoch']}); MLflow run {summary['run_id']};"
-               f" registered {params.registry.model_name} version {summary['registered_version']} "
-               f"as @{params.registry.challenger_alias}")
+               f"{summary['best_val_patient_auc']:.3f} (epoch {summary['best_epoch']}); MLflow run {summary['run_id']}"
+               f" -> {params.train.model_dir}")
+
+
+@app.command()
+def register(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
+    """Register the trained model as a new version of the served model (pyfunc), alias challenger."""
+    from her2pcr.registry.register import register_trained
+
+    params = config.load_params(params_file)
+    version = register_trained(params.train.model_dir, params.train.processed_dir, params.registry, params.serve,
+                               params.tracking.uri)
+    typer.echo(f"register: {version.name} version {version.version} ({version.model_uri}) from run "
+               f"{version.run_id} is @{params.registry.challenger_alias}")
 
 
 @app.command()
@@ -201,14 +209,27 @@ def registry(params_file: Path = typer.Option(config.PARAMS_FILE, help="Paramete
 
 
 @app.command()
+def serve(
+    model_uri: str = typer.Option(..., "--model-uri", "-m", help="Version, e.g. models:/her2pcr-dce@champion."),
+    host: str = typer.Option("127.0.0.1", "--host", "-h", help="Address to listen on."),
+    port: int = typer.Option(5000, "--port", "-p", help="Port to listen on."),
+) -> None:
+    """Serve a registered version: MLflow's scoring server behind a guard (413 on oversized bodies before they are
+    read; error answers name the field and the reason, never echo the request)."""
+    from her2pcr.serving.app import serve as run_server
+
+    run_server(model_uri, host, port)
+
+
+@app.command()
 def predict(
     url: str = typer.Option("http://127.0.0.1:5000", help="Base URL of `mlflow models serve`."),
     exam: Path = typer.Option(None, help="Folder of one exam's DICOM files (every phase)."),
-    box: tuple[int, int, int, int, int, int] = typer.Option(
-        (None, None, None, None, None, None), help="Tumour box: row_start row_end column_start column_end "
-        "slice_start slice_end (inclusive)."),
+    box: tuple[int, int, int, int, int, int] | None = typer.Option(
+        None, help="Tumour box: row_start row_end column_start column_end slice_start slice_end (inclusive)."),
     box_base: int = typer.Option(1, help="Index base of --box: 1 as in boxes.csv, or 0."),
-    tensors: Path = typer.Option(None, help="Instead of --exam: an .npz of preprocessed phase tensors."),
+    tensors: Path = typer.Option(None, exists=True, dir_okay=False,
+                                 help="Instead of --exam (no --box then): an .npz of preprocessed phase tensors."),
     timeout_s: float = typer.Option(300, help="Request timeout."),
 ) -> None:
     """Ask a served model for the pCR probability of one exam (DICOM folder + box) or of phase tensors."""
@@ -222,12 +243,14 @@ def predict(
     if (exam is None) == (tensors is None):
         raise typer.BadParameter("give --exam (with --box) or --tensors")
     if exam is not None:
-        if None in box:
+        if box is None:
             raise typer.BadParameter("--exam needs --box with six integers")
         record = exam_record(exam, box, index_base=box_base)
     else:
         with np.load(tensors, allow_pickle=False) as archive:
-            record = tensors_record({name: archive[name] for name in archive.files})
+            # only the arrays of numbers: a data/processed file also holds its cache key
+            record = tensors_record({name: archive[name] for name in archive.files
+                                     if np.issubdtype(archive[name].dtype, np.number)})
     try:
         answer = post(url, [record], timeout_s=timeout_s)
     except ServerError as error:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from her2pcr.preprocess.chain import PreprocessConfig
+from her2pcr.preprocess.settings import PreprocessConfig
 
 PARAMS_FILE = Path("params.yaml")
 PROFILES_DIR = Path("conf/profiles")
@@ -263,12 +263,14 @@ class TrackingParams(Strict):
 class EvaluateParams(Strict):
     processed_dir: Path
     interim_dir: Path
-    model_dir: Path
+    model_dir: Path  # training outputs of the registered version (training.json, out_of_fold.csv)
+    registered_file: Path  # the version train registered: what is scored is what is served
     cohorts: list[str]
     n_bootstrap: int = Field(ge=100)
     seed: int
     threshold: float = Field(gt=0, lt=1)
-    metrics_file: Path
+    metrics_file: Path  # every statistic
+    summary_file: Path  # AUCs with CIs per cohort and model: what `dvc metrics show` prints
     plots_dir: Path
     figures_dir: Path
     predictions_file: Path
@@ -356,8 +358,9 @@ class ValidateParams(Strict):
     interim_dir: Path
     model_dir: Path
     train_cohort: str
-    metrics_dir: Path   # <cohort>.json
-    reports_dir: Path   # <cohort>/ : Data Docs, report.html
+    metrics_dir: Path   # <cohort>.json: every result
+    gate_dir: Path      # <cohort>.json: the gate decision and the AUC, what `dvc metrics show` prints
+    reports_dir: Path   # <cohort>/ : Data Docs, report.html, predictions.csv
     n_bootstrap: int = Field(ge=100)
     seed: int
     threshold: float = Field(gt=0, lt=1)

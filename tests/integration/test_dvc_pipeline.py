@@ -55,6 +55,66 @@ def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(workspace):
     assert "up to date" in run(["dvc", "status"], workspace)
 
 
+def edited_params(workspace, dotted: str, change) -> None:
+    """params.yaml with one key changed by ``change(old value)`` (comments are not kept: a test workspace)."""
+    path = workspace / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    *parents, leaf = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[leaf] = change(node[leaf])
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stale_stages(workspace) -> set[str]:
+    return set(json.loads(run_command(["dvc", "status", "--json"], workspace).stdout or "{}"))
+
+
+def test_a_params_key_reaches_only_the_stages_that_read_it(workspace):
+    run(["dvc", "repro"], workspace)
+    original = (workspace / "params.yaml").read_text()
+    try:
+        edited_params(workspace, "serve.threshold", lambda t: t / 2)  # frozen into the version: re-register
+        assert stale_stages(workspace) == {"register"}
+        (workspace / "params.yaml").write_text(original)
+        edited_params(workspace, "registry.champion_alias", lambda a: a + "-2")  # read by promote only, not a stage
+        assert stale_stages(workspace) == set()
+        (workspace / "params.yaml").write_text(original)
+        edited_params(workspace, "train.epochs", lambda e: e + 1)  # a trial trains tune.epochs: the study stays valid
+        assert stale_stages(workspace) == {"train"}
+    finally:
+        (workspace / "params.yaml").write_text(original)
+
+
+def test_registry_stages_are_never_restored_from_the_run_cache(workspace):
+    """Changing a gate threshold and reverting it re-runs validate both times, so the version's gate tags always
+    say what metrics/validate/<cohort>.json says (a run-cache restore would leave the tags of the edit)."""
+    import mlflow
+
+    run(["dvc", "repro"], workspace)
+    original = (workspace / "params.yaml").read_text()
+    version = json.loads((workspace / "models" / "registered.json").read_text())
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
+
+    def tags_agree_with_metrics() -> str:
+        decision = json.loads((workspace / "metrics" / "validate" / "D3.json").read_text())["gate"]["decision"]
+        tags = client.get_model_version(version["name"], version["version"]).tags
+        assert tags["validation.D3.gate"] == decision
+        return decision
+
+    before = tags_agree_with_metrics()
+    try:
+        edited_params(workspace, "validation.gate.min_auc", lambda _: 1.0)
+        run(["dvc", "repro"], workspace)
+        assert tags_agree_with_metrics() == "fail"
+    finally:
+        (workspace / "params.yaml").write_text(original)
+    reverted = run(["dvc", "repro"], workspace)
+    assert "Running stage 'validate@D3'" in reverted and "from run-cache" not in reverted
+    assert tags_agree_with_metrics() == before
+
+
 def test_dvc_push_to_the_default_local_remote(workspace):
     run(["dvc", "repro"], workspace)
     run(["dvc", "push"], workspace)
@@ -75,8 +135,19 @@ def test_metrics_and_plots_are_declared_for_dvc(workspace):
     combined = metrics["cnn_clinical"]  # fitted on D1's out-of-fold scores, or the reason it could not be
     assert combined["fitted_on"] == "D1 (out-of-fold)"
     assert combined.get("cnn_term") == "cnn_score" or combined["not_fitted"]
-    assert "cohorts.D2.models.cnn.auc" in run(["dvc", "metrics", "show", "--json"], workspace).replace('"', "")\
-        or "D2" in run(["dvc", "metrics", "show"], workspace)
+    # `dvc metrics show`: the small summary (AUC [CI] per cohort and model) and each cohort's gate
+    shown = json.loads(run_command(["dvc", "metrics", "show", "--json"], workspace).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert set(files) == {"metrics/summary.json", "metrics/gate/D3.json", "metrics/gate/D4.json"}
+    summary = files["metrics/summary.json"]["data"]
+    assert {"auc", "ci_low", "ci_high"} == set(summary["D2"]["cnn"]) and "n" in summary["D3"]
+    assert files["metrics/gate/D3.json"]["data"]["gate"] in {"pass", "fail"}
+    assert len(run_command(["dvc", "metrics", "show"], workspace).stdout.splitlines()) < 10
+    # `dvc plots show`: one ROC chart per cohort with a line per model, and the training curves
+    plots = json.loads(run_command(["dvc", "plots", "show", "--json"], workspace).stdout)
+    assert {f"plots/roc/{c}.csv" for c in ("D1", "D2", "D3", "D4")} | {"models/cnn/history.csv"} <= set(plots)
+    d1 = json.dumps(plots["plots/roc/D1.csv"])
+    assert all(f'"model": "{m}"' in d1 for m in ("cnn", "clinical_significant", "oracle"))
     run(["dvc", "plots", "show", "-o", "plots-html"], workspace)
     assert (workspace / "plots-html" / "index.html").exists()
 
@@ -97,6 +168,12 @@ def test_training_run_is_tracked_in_mlflow(workspace):
     artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id)}
     assert {"figures", "evaluation", "training"} <= artifacts
     assert client.search_logged_models(experiment_ids=[tracked.info.experiment_id])
+    assert client.get_experiment(tracked.info.experiment_id).name == "her2pcr"  # not Default
+    inputs = tracked.inputs.dataset_inputs  # the UI's Dataset column: what the run trained and was scored on
+    contexts = {t.value for d in inputs for t in d.tags if t.key == "mlflow.data.context"}
+    assert {"training", "evaluation", "validation"} <= contexts
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]["preprocess"]["outs"][0]["md5"]
+    assert f"D1@{lock[:12]}" in {d.dataset.name for d in inputs}
 
 
 def test_report_renders_every_table(workspace):

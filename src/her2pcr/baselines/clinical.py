@@ -264,6 +264,10 @@ def _firth(X: np.ndarray, y: np.ndarray, max_iter: int = 200, tol: float = 1e-8,
     return beta, np.linalg.inv(info), converged
 
 
+#: A maximum-likelihood fit whose fitted probabilities come this close to 0 or 1 is treated as separated.
+FITTED_PROBABILITY_FLOOR = 1e-6
+
+
 def fit_logistic(
     frame: pd.DataFrame,
     variables: Sequence[str],
@@ -306,6 +310,11 @@ def fit_logistic(
             problem = "maximum likelihood did not converge (quasi-complete separation)"
         elif HessianInversionWarning in kinds or not np.all(np.isfinite(result.bse)):
             problem = "the information matrix is singular"
+        elif np.any(np.minimum(result.predict(), 1 - result.predict()) < FITTED_PROBABILITY_FLOOR):
+            # Maximum likelihood can converge on a near-separated sample (a confident predictor, few patients)
+            # with a huge coefficient (log odds ratio ~100) and fitted probabilities of 0 or 1: no usable estimate.
+            problem = (f"quasi-complete separation (largest |coefficient| {np.abs(result.params).max():.3g}, "
+                       f"fitted probabilities of 0 or 1)")
     if problem is None:
         params, cov, method = result.params, result.cov_params(), "maximum_likelihood"
     elif separation == "raise":

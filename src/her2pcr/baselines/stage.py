@@ -54,6 +54,8 @@ def run_baselines(params: BaselinesParams) -> dict:
         "significant_variables": models.significant_variables, "fallback_to_best_variable": models.fallback,
         "clinical_significant_coefficients": models.significant_model.coefficients().to_dict(orient="records"),
         "clinical_all_coefficients": models.all_model.coefficients().to_dict(orient="records"),
+        "clinical_fits": {name: {"method": fit.method, "notes": list(fit.notes)} for name, fit in
+                          (("clinical_significant", models.significant_model), ("clinical_all", models.all_model))},
         "pk_chosen": {"ranking": chosen.ranking, "n_features": chosen.n_features, "classifier": chosen.classifier,
                       "features": list(pk_model.features)},
         "pk_features_dropped_as_empty": dropped,

@@ -2,44 +2,59 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from her2pcr.models.cnn import ensemble_members, model_phases, predict_probability
+from her2pcr.registry.tags import RegisteredVersion
+from her2pcr.serving.model import TENSORS_FIELD
+from her2pcr.serving.requests import encode_tensors
 from her2pcr.training.data import load_stacks, patients_of, read_index
 
 log = logging.getLogger(__name__)
 
 
-def predict_cohorts(model, processed_dir: Path, cohorts: list[str],
-                    members: bool = False) -> tuple[pd.DataFrame, list[str]]:
-    """P(pCR) per patient (mean over all its stacks) for the cohorts; also the patients left out and why.
+def load_registered(registered_file: Path, model_dir: Path):
+    """The registered version train recorded, loaded as the served ``mlflow.pyfunc`` (its own preprocessing
+    fingerprint check included), after checking that ``model_dir`` holds that version's training outputs."""
+    import mlflow
 
-    ``members``: an ensemble's members too (columns member_1 ... member_K, the fold models in fold order), for
-    the fold-standardised score of the CNN + clinical model."""
+    version = RegisteredVersion.load(registered_file)
+    version.check_trained_in(model_dir)
+    return version, mlflow.pyfunc.load_model(version.model_uri)
+
+
+def served_phases(served) -> list[str]:
+    """The phase inputs of a loaded her2pcr pyfunc, in the model's order."""
+    return list(served.unwrap_python_model().phases)
+
+
+def predict_cohorts(served, processed_dir: Path, cohorts: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """P(pCR) per patient for the cohorts, scored by the served model (``mlflow.pyfunc``, tensors mode) on the
+    stored inputs; also the patients left out and why.
+
+    The answer's members (the fold models of an ensemble) become columns member_1 ... member_K, for the
+    fold-standardised score of the CNN + clinical model."""
     index = read_index(processed_dir)
-    phases = model_phases(model)
+    phases = served_phases(served)
     patients = patients_of(index, cohorts, phases)
     left_out = sorted(set(index.index[index.cohort.isin(cohorts)]) - set(patients))
     if left_out:
         log.warning("%d patients lack phase(s) %s and are not evaluated: %s", len(left_out), phases, left_out)
-    fold_models = ensemble_members(model) if members else []
-    fold_models = fold_models if len(fold_models) > 1 else []
     rows = []
-    for pid in patients:  # one patient at a time keeps memory flat whatever the cohort size
+    for pid in patients:  # one patient per request keeps memory flat whatever the cohort size
         stacks = load_stacks(processed_dir, [pid], phases, index.pcr)
-        if fold_models:  # the ensemble is the mean of its members: one pass over them gives both
-            per_member = [float(predict_probability(m, stacks.inputs).mean()) for m in fold_models]
-            row = {"probability": float(np.mean(per_member)),
-                   **{f"member_{k + 1}": v for k, v in enumerate(per_member)}}
-        else:
-            row = {"probability": float(predict_probability(model, stacks.inputs).mean())}
-        rows.append({"patient_id": pid, "n_stacks": len(stacks), **row})
-    columns = ["patient_id", "probability", "n_stacks", *(f"member_{k + 1}" for k in range(len(fold_models)))]
-    frame = pd.DataFrame(rows, columns=columns).set_index("patient_id")
+        request = pd.DataFrame([{TENSORS_FIELD: encode_tensors(stacks.inputs, compressed=False)}])
+        answer = served.predict(request).iloc[0]
+        members = json.loads(answer["members"])
+        rows.append({"patient_id": pid, "probability": float(answer["probability"]),
+                     "n_stacks": int(answer["n_stacks"]),
+                     **({f"member_{k + 1}": v for k, v in enumerate(members)} if len(members) > 1 else {})})
+    frame = pd.DataFrame(rows).set_index("patient_id") if rows else \
+        pd.DataFrame(columns=["probability", "n_stacks"], index=pd.Index([], name="patient_id"))
     frame["cohort"] = index.cohort.loc[frame.index]
     frame["pcr"] = index.pcr.loc[frame.index].astype(int)
     return frame, left_out

@@ -14,9 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from her2pcr.config import EvaluateParams, TrackingParams  # noqa: E402
-from her2pcr.evaluation.predict import add_covariates, predict_cohorts  # noqa: E402
+from her2pcr.evaluation.predict import add_covariates, load_registered, predict_cohorts  # noqa: E402
 from her2pcr.stats.roc import delong_paired, roc_curve_points, summarise  # noqa: E402
 from her2pcr.stats.subsets import outputs_ttest, subset_accuracy  # noqa: E402
+from her2pcr.training.tracking import log_cohorts  # noqa: E402
 
 log = logging.getLogger(__name__)
 MODEL = "cnn"
@@ -92,15 +93,18 @@ def roc_outputs(frame: pd.DataFrame, cohort: str, params: EvaluateParams, stats:
     params.plots_dir.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     columns = {MODEL: "probability", **{k: v for k, v in REFERENCES.items() if k in stats["models"]}}
+    curves = []
     for name, column in columns.items():
         scored = frame[frame[column].notna()]
         points = roc_curve_points(scored.pcr.to_numpy(), scored[column].to_numpy())
-        points.replace([float("inf")], 1.0).to_csv(params.plots_dir / f"{cohort}_{name}.csv", index=False)
+        curves.append(points.replace([float("inf")], 1.0).assign(model=name))
         summary = stats["models"][name]
         label = f"{name}: AUC {summary['auc']:.2f} [{summary['delong_ci_low']:.2f}-{summary['delong_ci_high']:.2f}]"
         if name != MODEL:
             label += f", p={stats['paired_delong_vs_cnn'][name]['p_value']:.3f}"
         ax.plot(points.fpr, points.tpr, drawstyle="steps-post", label=label)
+    # one file per cohort, a row per (model, threshold): `dvc plots show` draws one chart per cohort, a line per model
+    pd.concat(curves)[["model", "fpr", "tpr"]].to_csv(params.plots_dir / f"{cohort}.csv", index=False)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"{cohort} (n={stats['n']})")
     ax.legend(loc="lower right", fontsize=7)
@@ -160,11 +164,12 @@ def add_baselines(predictions: pd.DataFrame, params: EvaluateParams) -> tuple[pd
     clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
     frame = clinical.loc[out.index].assign(cnn_probability=out.probability)
     variables = description["significant_variables"]
-    fitted_on = description["validation_cohort"]
+    fitted_on = cohort = description["validation_cohort"]
     column = PROBABILITY_COLUMN
     try:
         if params.cnn_clinical_fit == "out_of_fold":
-            fitted_on, column = f"{description['train_cohort']} (out-of-fold)", SCORE_COLUMN
+            cohort = description["train_cohort"]
+            fitted_on, column = f"{cohort} (out-of-fold)", SCORE_COLUMN
             train_ids = frame.index[frame.cohort == description["train_cohort"]]
             frame[SCORE_COLUMN] = cnn_scores(out, params.model_dir / "out_of_fold.csv", train_ids)
             train = frame.loc[train_ids]
@@ -182,10 +187,34 @@ def add_baselines(predictions: pd.DataFrame, params: EvaluateParams) -> tuple[pd
             refits += independent_association(frame, variables, cohorts=[cohort]).to_dict(orient="records")
         except ValueError as error:
             refits.append({"cohort": cohort, "not_fitted": str(error)})
-    summary = {"fitted_on": fitted_on, "cnn_term": column, "variables": variables, "method": combined.method,
+    summary = {"fitted_on": fitted_on, "fitted_cohort": cohort, "cnn_term": column, "variables": variables,
+               "method": combined.method,
                "notes": combined.notes, "coefficients": combined.coefficients.to_dict(orient="records"),
                "within_cohort_refits": refits}
     return out, summary
+
+
+def fitted_cohorts(predictions: pd.DataFrame, training: dict, params: EvaluateParams, combined: dict) -> dict:
+    """The cohorts each model was fitted (or selected) on: its AUC there is a training-set figure."""
+    out = {MODEL: sorted(predictions.cohort.reindex(training.get("train_patients", [])).dropna().unique())}
+    if params.baselines_dir is not None:
+        description = json.loads((params.baselines_dir / "baselines.json").read_text(encoding="utf-8"))
+        train, validation = description["train_cohort"], description["validation_cohort"]
+        out.update(clinical_significant=[train], clinical_all=[train], pk=[train, validation])  # PK: chosen on D2
+    if "fitted_cohort" in combined:
+        out["cnn_clinical"] = [combined["fitted_cohort"]]
+    return out
+
+
+def summary_metrics(metrics: dict) -> dict:
+    """The small file `dvc metrics show` prints: n and AUC [DeLong 95 % CI] per cohort and model."""
+    out = {}
+    for cohort, stats in metrics["cohorts"].items():
+        out[cohort] = {"n": stats.get("n", 0)}
+        for model, s in stats.get("models", {}).items():
+            out[cohort][model] = {"auc": round(s["auc"], 4), "ci_low": round(s["delong_ci_low"], 4),
+                                  "ci_high": round(s["delong_ci_high"], 4)}
+    return out
 
 
 def cnn_scores(predictions: pd.DataFrame, out_of_fold_file: Path, train_ids: pd.Index) -> pd.Series:
@@ -205,17 +234,17 @@ def cnn_scores(predictions: pd.DataFrame, out_of_fold_file: Path, train_ids: pd.
 
 
 def evaluate(params: EvaluateParams, tracking: TrackingParams) -> dict:
-    import keras
     import mlflow
 
-    model = keras.saving.load_model(params.model_dir / "model.keras", compile=False)
+    mlflow.set_tracking_uri(tracking.uri)
+    version, served = load_registered(params.registered_file, params.model_dir)
     training = json.loads((params.model_dir / "training.json").read_text(encoding="utf-8"))
-    predictions, left_out = predict_cohorts(model, params.processed_dir, params.cohorts,
-                                            members=params.cnn_clinical_fit == "out_of_fold")
+    predictions, left_out = predict_cohorts(served, params.processed_dir, params.cohorts)
     predictions = add_covariates(predictions, params.interim_dir, params.truth_file)
     predictions, combined = add_baselines(predictions, params)
-    metrics: dict = {"model_run_id": training["run_id"], "not_evaluated": left_out, "cnn_clinical": combined,
-                     "cohorts": {}}
+    metrics: dict = {"model_run_id": training["run_id"], "model_uri": version.model_uri,
+                     "not_evaluated": left_out, "cnn_clinical": combined,
+                     "fitted_on": fitted_cohorts(predictions, training, params, combined), "cohorts": {}}
     figures = []
     for cohort in params.cohorts:
         frame = predictions[predictions.cohort == cohort]
@@ -227,13 +256,15 @@ def evaluate(params: EvaluateParams, tracking: TrackingParams) -> dict:
         figure = roc_outputs(frame, cohort, params, stats)
         if figure is not None:
             figures.append(figure)
-    figures += gradcam_figures(model, predictions, params)
+    figures += gradcam_figures(served.unwrap_python_model().model, predictions, params)
     params.metrics_file.parent.mkdir(parents=True, exist_ok=True)
     params.metrics_file.write_text(json.dumps(json_safe(metrics), indent=1, allow_nan=False), encoding="utf-8")
+    params.summary_file.write_text(json.dumps(json_safe(summary_metrics(metrics)), indent=1), encoding="utf-8")
     predictions.drop(columns=["receptor_score"]).reset_index().to_csv(params.predictions_file, index=False)
 
-    mlflow.set_tracking_uri(tracking.uri)
     with mlflow.start_run(run_id=training["run_id"]):
+        for cohort in params.cohorts:
+            log_cohorts(params.processed_dir, [cohort], "evaluation")
         for cohort, stats in metrics["cohorts"].items():
             for key in ("auc", "delong_ci_low", "delong_ci_high", "bootstrap_ci_low", "bootstrap_ci_high",
                         "accuracy", "sensitivity", "specificity"):

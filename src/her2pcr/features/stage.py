@@ -64,3 +64,12 @@ def pk_feature_table(interim_dir: Path, threshold_percent: float,
     features = clinical.loc[kept, ["cohort", "pcr"]].join(values)
     features.index.name = "patient_id"
     return features, skipped
+
+
+def pk_features_stage(interim_dir: Path, out_dir: Path, threshold_percent: float, workers: int = 1) -> dict:
+    """The pk_features stage: ``out_dir/pk.parquet`` (the features) and ``out_dir/skipped.csv`` (who, and why)."""
+    features, skipped = pk_feature_table(interim_dir, threshold_percent, workers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features.reset_index().to_parquet(out_dir / "pk.parquet", index=False)
+    skipped.to_csv(out_dir / "skipped.csv", index=False)
+    return {"features": len(features), "skipped": len(skipped), "skipped_file": out_dir / "skipped.csv"}

@@ -22,7 +22,9 @@ class Manifests:
 
 def read_table(path, mapping: dict[str, str], what: str) -> pd.DataFrame:
     """Read a CSV (or Excel) manifest and rename its columns to the canonical names."""
-    frame = pd.read_excel(path) if str(path).endswith((".xlsx", ".xls")) else pd.read_csv(path, dtype=str)
+    # Text, like the CSV path: a numeric 0/1 column of a spreadsheet then maps through ingest.positive_values too
+    excel = str(path).endswith((".xlsx", ".xls"))
+    frame = pd.read_excel(path, dtype=str) if excel else pd.read_csv(path, dtype=str)
     missing = [source for source in mapping.values() if source not in frame.columns]
     if missing:
         raise ValueError(f"{path}: {what} columns {missing} not found (mapped in params ingest.{what}_columns)")

@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from her2pcr.preprocess.bias import N4BiasCorrection
+from her2pcr.preprocess.settings import PreprocessConfig
 from her2pcr.preprocess.voi import (
     CropToBox,
     CropWithMargin,
@@ -31,30 +30,6 @@ from her2pcr.preprocess.voi import (
 
 #: Bump when the chain's behaviour changes without a config change, so cached outputs are invalidated.
 CHAIN_VERSION = 3
-
-
-class PreprocessConfig(BaseModel):
-    """Settings of the deterministic chain (the chain's keys of the ``preprocess`` section of params)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n4_mode: Literal["per_exam", "per_phase", "off"] = "per_exam"
-    n4_shrink_factor: int = Field(default=4, ge=1)
-    margin_mm: float = Field(default=0.0, ge=0, description="in-plane margin added to the box on every side")
-    spacing_mm: float | None = Field(default=None, gt=0, description="in-plane resampling; None = native grid")
-    fit_voi: bool = Field(default=False, description="resample a VOI wider than the input coarser, never crop it")
-    intensity: Literal["exam_reference", "max_per_input"] = "max_per_input"
-    intensity_range: float = Field(default=4.0, gt=0, description="exam_reference: value / reference mapped to 1")
-    subtractions: bool = Field(default=False, description="derived inputs subK = postK - pre")
-    input_size: int = Field(default=156, ge=1)
-    channels: int = Field(default=3, ge=1)
-
-    @field_validator("channels")
-    @classmethod
-    def _odd_channels(cls, value: int) -> int:
-        if value % 2 == 0:
-            raise ValueError(f"channels must be odd (a centre slice and its neighbours), got {value}")
-        return value
 
 
 def phase_names(n_phases: int) -> list[str]:

@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from her2pcr.config import PreprocessParams
 from her2pcr.preprocess.chain import PreprocessChain
+from her2pcr.preprocess.settings import CHAIN_FILE
 
 #: The chain that made the outputs; train freezes it into the served model.
-CHAIN_FILE = "chain.json"
 BOX_COLUMNS = ["row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end"]
 
 

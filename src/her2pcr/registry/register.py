@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -14,8 +15,12 @@ from her2pcr.serving.requests import encode_tensors
 
 #: Lineage tags copied from the training run onto the version (design.md "Contracts").
 LINEAGE_TAGS = ("git_commit", "data_version", "params_hash", "phases", "chain_fingerprint")
-#: The served model's runtime; pinned so that `mlflow models serve --env-manager virtualenv` rebuilds it.
-RUNTIME_PACKAGES = ("her2pcr", "mlflow", "tensorflow", "keras", "numpy", "pandas", "pydicom", "SimpleITK")
+#: The served model's runtime: the distributions its code imports (tests/unit/test_project_files.py checks the
+#: list against the imports), pinned so that a non-local `mlflow models serve --env-manager` rebuilds it. The
+#: her2pcr code itself travels inside the model (code_paths), so no index needs to have it.
+RUNTIME_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "scipy", "pydantic", "pydicom", "SimpleITK",
+                    "tqdm", "PyYAML", "ruamel.yaml")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/her2pcr
 
 
 def signature():
@@ -49,17 +54,16 @@ care of a patient.
 ## Inputs
 - *Exam*: `{EXAM_FIELD}` = base64 zip of one study's DICOM files (MR, every DCE phase), and the tumour box
   `{', '.join(BOX_FIELDS)}`: 0-based, inclusive voxel indices on the pre-contrast grid.
-  The version runs the training preprocessing: N4 `{preprocess['n4_mode']}` (shrink
-  {preprocess['n4_shrink_factor']}), crop to the box, pad to {size} x {size}, {channels}-slice stacks, each input
-  divided by its maximum.
+  The version runs the training preprocessing: {chain_text(preprocess)}.
 - *Tensors*: `{TENSORS_FIELD}` = base64 `.npz` with arrays {phases}, each float32 of shape
   (stacks, {size}, {size}, {channels}) in [0, 1], the same number of stacks in every phase.
 - Limits: {serve.max_payload_mb:g} MB per request, zip expanding to at most {serve.max_uncompressed_mb:g} MB
   and {serve.max_compression_ratio:g}-fold, {serve.max_files} files.
 
 ## Output
-`probability` = P(pCR), the mean over the box's slice stacks, in [0, 1]; `label` = probability >= {serve.threshold};
-`phases` used; `n_stacks`; `warnings` about the exam (phase ordering, resampling).
+`probability` = P(pCR), the mean over the box's slice stacks (and the ensemble's member models), in [0, 1];
+`label` = probability >= {serve.threshold}; `phases` used; `n_stacks`; `members` = each member model's probability
+(their spread shows how much the fold models disagree); `warnings` about the exam (phase ordering, resampling).
 
 ## Training
 - Phases {phases}; training patients {len(training.get('train_patients', []))}; {_selection_text(training)}
@@ -71,6 +75,26 @@ External-cohort gate results are tags `validation.<cohort>.gate` / `.reasons` on
 alias is set only when every gate passes (or by a recorded override). Cohorts here are simulated; performance on
 real collections is unknown until validated on them.
 """
+
+
+def chain_text(preprocess: dict) -> str:
+    """The preprocessing chain's settings in words, for the card (the paper profile and the default differ)."""
+    size, channels = preprocess["input_size"], preprocess["channels"]
+    margin = preprocess.get("margin_mm", 0.0)
+    spacing = preprocess.get("spacing_mm")
+    parts = [f"N4 `{preprocess['n4_mode']}` (shrink {preprocess['n4_shrink_factor']})",
+             f"the box widened by {margin:g} mm in-plane" if margin else "crop to the box",
+             f"resampled in-plane to {spacing:g} mm" if spacing else "native grid",
+             f"{'fitted' if preprocess.get('fit_voi') else 'padded'} to {size} x {size}",
+             f"{channels}-slice stacks"]
+    if preprocess.get("intensity") == "exam_reference":
+        parts.append(f"every phase over one per-exam reference (the pre-contrast signal of the enhancing tissue), "
+                     f"{preprocess.get('intensity_range', 4.0):g} x reference mapped to 1")
+    else:
+        parts.append("each input divided by its maximum")
+    if preprocess.get("subtractions"):
+        parts.append("subtractions subK = postK - pre")
+    return ", ".join(parts)
 
 
 def _selection_text(training: dict) -> str:
@@ -95,18 +119,20 @@ def register_model(model_dir: Path, run_id: str, training: dict, phases: list[st
     import mlflow
     from mlflow import MlflowClient
 
-    card_path = model_dir / "model_card.md"
     card = model_card(training, phases, preprocess, serve)
-    card_path.write_text(card, encoding="utf-8")
     config = {"threshold": serve.threshold, "preprocess": preprocess,
               "chain_fingerprint": training["chain_fingerprint"],
               "limits": serve.model_dump(exclude={"threshold"})}
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=PcrModel(), artifacts={"keras_model": str(model_dir / "model.keras"),
-                                                          "model_card": str(card_path)},
-        model_config=config, signature=signature(), input_example=input_example(example_stacks),
-        registered_model_name=registry.model_name, pip_requirements=runtime_requirements(),
-    )
+    with tempfile.TemporaryDirectory(prefix="her2pcr-card-") as tmp:  # model_dir is train's output: not written
+        card_path = Path(tmp) / "model_card.md"
+        card_path.write_text(card, encoding="utf-8")
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=PcrModel(), artifacts={"keras_model": str(model_dir / "model.keras"),
+                                                              "model_card": str(card_path)},
+            model_config=config, signature=signature(), input_example=input_example(example_stacks),
+            registered_model_name=registry.model_name, pip_requirements=runtime_requirements(),
+            code_paths=[str(PACKAGE_DIR)],
+        )
     version = str(info.registered_model_version)
     client = MlflowClient()
     client.update_model_version(registry.model_name, version, description=card)
@@ -117,3 +143,35 @@ def register_model(model_dir: Path, run_id: str, training: dict, phases: list[st
     record = RegisteredVersion(registry.model_name, version, run_id, f"models:/{registry.model_name}/{version}")
     record.save(registry.registered_file)
     return record
+
+
+def example_stacks(processed_dir: Path, phases: list[str], patients: list[str]) -> dict[str, np.ndarray]:
+    """The processed inputs of the first of ``patients``: the registered input example."""
+    from her2pcr.training.data import load_stacks, read_index
+
+    return load_stacks(processed_dir, patients[:1], phases, read_index(processed_dir).pcr).inputs
+
+
+def register_trained(model_dir: Path, processed_dir: Path, registry: RegistryParams, serve: ServeParams,
+                     tracking_uri: str) -> RegisteredVersion:
+    """The register stage: the model train saved in ``model_dir`` becomes a new version, logged to its run.
+
+    A stage of its own so that the served threshold, the request limits or the alias names re-register the
+    trained model without retraining it."""
+    import json
+
+    import mlflow
+
+    from her2pcr.preprocess.settings import CHAIN_FILE
+
+    training = json.loads((model_dir / "training.json").read_text(encoding="utf-8"))
+    chain = json.loads((processed_dir / CHAIN_FILE).read_text(encoding="utf-8"))
+    if chain["fingerprint"] != training["chain_fingerprint"]:
+        raise ValueError(f"{processed_dir} was made by chain {chain['fingerprint']}, the model in {model_dir} was "
+                         f"trained on chain {training['chain_fingerprint']}: re-run train")
+    phases = training["phases"].split(",")
+    example = example_stacks(processed_dir, phases, training.get("validation_patients") or training["train_patients"])
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=training["run_id"]):
+        return register_model(model_dir, training["run_id"], training, phases, chain["config"], example, registry,
+                              serve)

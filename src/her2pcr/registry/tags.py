@@ -32,6 +32,15 @@ class RegisteredVersion:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
 
+    def check_trained_in(self, model_dir: Path) -> None:
+        """Refuse to pair this version with another run's training outputs (a stale registered.json)."""
+        summary = model_dir / "training.json"
+        if summary.exists():
+            run_id = json.loads(summary.read_text(encoding="utf-8")).get("run_id")
+            if run_id and run_id != self.run_id:
+                raise ValueError(f"{model_dir} was trained in run {run_id}, but the registered version "
+                                 f"{self.name}/{self.version} comes from run {self.run_id}: re-run train")
+
     @classmethod
     def load(cls, path: Path) -> RegisteredVersion:
         if not path.exists():

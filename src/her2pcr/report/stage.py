@@ -46,7 +46,8 @@ def build_report(params: ReportParams) -> str:
                          "configuration (Optuna study of the tune stage).", tables.table2_phase_inputs(trials)))
     text.append(_section("Figure 1 and AUCs. Models per cohort",
                          "AUC with DeLong 95 % CI, stratified bootstrap CI (1000 resamples), DeLong test against "
-                         "0.5, paired DeLong test against the CNN; accuracy, sensitivity and specificity at 0.5.",
+                         "0.5, paired DeLong test against the CNN; accuracy, sensitivity and specificity at 0.5. "
+                         "`training set` marks a model's AUC on a cohort it was fitted or selected on (optimistic).",
                          tables.auc_table(evaluation, cohorts)))
     for cohort in cohorts:
         figure = params.figures_dir / f"roc_{cohort}.png"
@@ -66,15 +67,15 @@ def build_report(params: ReportParams) -> str:
     if params.baselines_file is not None and params.baselines_file.exists():
         baselines = json.loads(params.baselines_file.read_text(encoding="utf-8"))
         text.append(_section("Clinical variables in D1", "Univariate tests (Wilcoxon rank-sum for age and longest "
-                             f"diameter, chi-squared otherwise); significant at 0.05: "
-                             f"{', '.join(baselines['significant_variables']) or 'none'}.",
+                             f"diameter, chi-squared otherwise). {clinical_selection_text(baselines)}",
                              pd.DataFrame(baselines["univariate_tests"])))
     combined = evaluation.get("cnn_clinical", {})
     if combined.get("coefficients"):
         text.append(_section("CNN + clinical model", f"Logistic regression fitted on {combined['fitted_on']} "
                              f"({combined['method']}); Wald p-values."
                              + (" cnn_score is the CNN's logit standardised by each fold model's held-out "
-                                "patients." if combined.get("cnn_term") == "cnn_score" else ""),
+                                "patients." if combined.get("cnn_term") == "cnn_score" else "")
+                             + "".join(f" **Warning:** {note}." for note in combined.get("notes", [])),
                              pd.DataFrame(combined["coefficients"])))
     elif combined:
         text.append(_section("CNN + clinical model", f"Not fitted: {combined.get('not_fitted')}"))
@@ -89,6 +90,19 @@ def build_report(params: ReportParams) -> str:
                 "column is one phase branch.\n\n")
     text += [_figure(path, out, path.stem) for path in gradcams]
     return "".join(text)
+
+
+def clinical_selection_text(baselines: dict) -> str:
+    """Which clinical variables the clinical model holds and why, with the fits' warnings (e.g. separation)."""
+    chosen = ", ".join(baselines["significant_variables"]) or "none"
+    if baselines.get("fallback_to_best_variable"):
+        text = (f"No variable is significant at 0.05: the clinical model falls back to the variable with the "
+                f"smallest p-value ({chosen}).")
+    else:
+        text = f"Significant at 0.05: {chosen}."
+    for name, fit in baselines.get("clinical_fits", {}).items():
+        text += "".join(f" **Warning ({name}):** {note}." for note in fit["notes"])
+    return text
 
 
 def write_report(params: ReportParams, tracking: TrackingParams) -> tuple[Path, Path]:

@@ -104,13 +104,16 @@ def subset_table(evaluation: dict, key: str) -> pd.DataFrame:
 
 
 def auc_table(evaluation: dict, cohorts: list[str]) -> pd.DataFrame:
-    """AUC [DeLong 95 % CI] of every model per cohort, with the paired DeLong p-value against the CNN."""
+    """AUC [DeLong 95 % CI] of every model per cohort, with the paired DeLong p-value against the CNN; a model's
+    AUC on a cohort it was fitted or selected on is marked as a training-set figure."""
     rows = []
+    fitted_on = evaluation.get("fitted_on", {})
     for cohort in cohorts:
         data = evaluation["cohorts"].get(cohort, {})
         for model, s in data.get("models", {}).items():
             paired = data.get("paired_delong_vs_cnn", {}).get(model, {})
             rows.append({"cohort": cohort, "model": model, "n": s["n"],
+                         "training set": "yes" if cohort in fitted_on.get(model, []) else "",
                          "AUC [95 % CI]": f"{s['auc']:.3f} [{s['delong_ci_low']:.3f}-{s['delong_ci_high']:.3f}]",
                          "bootstrap CI": f"{s['bootstrap_ci_low']:.3f}-{s['bootstrap_ci_high']:.3f}",
                          "p (AUC=0.5)": round(s["delong_p_value"], 4),

@@ -9,10 +9,11 @@ One request row is either
 The rows of one request use one mode: the signature's box columns are integers, and a
 tensors row in an exam batch would give them missing values.
 
-Each answer row holds the pCR probability (mean over the box's slice stacks), the
-label at the version's threshold, the phases used, the number of stacks and
-quality warnings. Bad input raises an MlflowException with INVALID_PARAMETER_VALUE,
-which the scoring server answers with a 400 and the message.
+Each answer row holds the pCR probability (mean over the box's slice stacks and, for an
+ensemble, over its member models), the label at the version's threshold, the phases used,
+the number of stacks, each member's probability and quality warnings. Bad input raises an
+MlflowException with INVALID_PARAMETER_VALUE, which the scoring server answers with a 400
+and the message.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 BOX_FIELDS = ("row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end")
 EXAM_FIELD, TENSORS_FIELD = "dicom_zip", "tensors"
-OUTPUT_COLUMNS = ("probability", "label", "phases", "n_stacks", "input", "warnings")
+OUTPUT_COLUMNS = ("probability", "label", "phases", "n_stacks", "input", "members", "warnings")
 #: Discovery groups files by study: a request must hold one exam, and the UID never leaves this module.
 STUDY_TAG = "StudyInstanceUID"
 
@@ -48,6 +49,7 @@ def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chai
     """The chain's inputs for the one exam whose files are in ``folder``, and its loading warnings."""
     from her2pcr.dicom.discover import discover
     from her2pcr.dicom.exam import ExamError, load_exam
+    from her2pcr.preprocess.voi import CropToBox
 
     found = discover(folder, patient_tag=STUDY_TAG)
     if found.problems:
@@ -61,6 +63,8 @@ def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chai
     headers = next(iter(found.files_by_patient.values()))
     try:
         exam = load_exam(headers, "request")
+        # a box reaching past the volume is refused, as ingest quarantines it: clipping would answer another box
+        CropToBox(clip=False).slices(exam.image.shape[1:], box)
         inputs = chain(exam.image, tuple(exam.spacing_mm), box)
     except (ExamError, ValueError) as error:
         raise RequestError(f"exam cannot be used: {error}") from None
@@ -73,11 +77,12 @@ class PcrModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import keras
 
-        from her2pcr.models.cnn import model_phases
+        from her2pcr.models.cnn import ensemble_members, model_phases
         from her2pcr.preprocess.chain import PreprocessChain, PreprocessConfig
 
         config = context.model_config
         self.model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
+        self.members = ensemble_members(self.model)
         self.phases = model_phases(self.model)
         self.threshold = float(config["threshold"])
         self.limits = Limits(**config["limits"])
@@ -118,12 +123,13 @@ class PcrModel(mlflow.pyfunc.PythonModel):
             data = decode_base64(row[TENSORS_FIELD], TENSORS_FIELD, self.limits.max_payload_mb)
             cfg = self.chain.config
             inputs = read_tensors(data, self.phases, cfg.input_size, cfg.channels)
-        with self._lock:
-            stacks = predict_probability(self.model, inputs)
-        probability = float(np.mean(stacks))
+        with self._lock:  # an ensemble is the mean of its members: one pass over them gives both
+            members = [float(np.mean(predict_probability(m, inputs))) for m in self.members]
+        probability = float(np.mean(members))
         return {"probability": probability, "label": int(probability >= self.threshold),
-                "phases": ",".join(self.phases), "n_stacks": int(len(stacks)),
-                "input": "exam" if has_exam else "tensors", "warnings": json.dumps(warnings)}
+                "phases": ",".join(self.phases), "n_stacks": int(len(next(iter(inputs.values())))),
+                "input": "exam" if has_exam else "tensors", "members": json.dumps(members),
+                "warnings": json.dumps(warnings)}
 
     def _exam_row(self, row: dict) -> tuple[dict, list[str]]:
         missing = [f for f in BOX_FIELDS if not _present(row.get(f))]

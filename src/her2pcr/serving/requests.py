@@ -149,10 +149,12 @@ def read_tensors(data: bytes, phases: Sequence[str], input_size: int, channels: 
     return out
 
 
-def encode_tensors(inputs: dict[str, np.ndarray]) -> str:
-    """Base64 ``.npz`` of phase tensors: the client side of :func:`read_tensors`."""
+def encode_tensors(inputs: dict[str, np.ndarray], compressed: bool = True) -> str:
+    """Base64 ``.npz`` of phase tensors: the client side of :func:`read_tensors` (``compressed=False`` for an
+    in-process caller, where zlib only costs time)."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{k: np.asarray(v, np.float32) for k, v in inputs.items()})
+    (np.savez_compressed if compressed else np.savez)(buffer, **{k: np.asarray(v, np.float32)
+                                                                 for k, v in inputs.items()})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -1,4 +1,4 @@
-"""The train stage: fit, track in MLflow (params, per-epoch metrics, model, figures, lineage), save the model."""
+"""The train stage: fit, track in MLflow (params, per-epoch metrics, figures, lineage), save the model."""
 
 from __future__ import annotations
 
@@ -11,12 +11,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from her2pcr.config import RegistryParams, ServeParams, TrackingParams, TrainParams  # noqa: E402
-from her2pcr.preprocess.stage import CHAIN_FILE  # noqa: E402
-from her2pcr.registry.register import register_model  # noqa: E402
-from her2pcr.training.data import load_stacks, read_index  # noqa: E402
+from her2pcr.config import TrackingParams, TrainParams  # noqa: E402
+from her2pcr.preprocess.settings import CHAIN_FILE  # noqa: E402
 from her2pcr.training.fit import FitResult, fit, resolve_params, save_fit  # noqa: E402
-from her2pcr.training.tracking import data_version, flatten, git_commit, params_hash, setup_mlflow  # noqa: E402
+from her2pcr.training.tracking import (  # noqa: E402
+    data_version,
+    flatten,
+    git_commit,
+    log_cohorts,
+    params_hash,
+    setup_mlflow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +46,26 @@ def curves_figure(result: FitResult, path: Path) -> Path:
     return path
 
 
-def example_stacks(params: TrainParams, patients: list[str]) -> dict:
-    """The processed inputs of one validation (else training) patient: the registered input example."""
-    index = read_index(params.processed_dir)
-    return load_stacks(params.processed_dir, patients[:1], params.phases, index.pcr).inputs
-
-
-def train(params: TrainParams, tracking: TrackingParams, registry: RegistryParams, serve: ServeParams) -> dict:
+def train(params: TrainParams, tracking: TrackingParams) -> dict:
+    """Fit, track the run in MLflow and save the model and its training outputs in model_dir (``register`` then
+    makes it a version of the served model)."""
     import keras
     import mlflow
 
     params, source = resolve_params(params)
-    setup_mlflow(tracking.uri, tracking.experiment, tracking.artifact_root)
+    experiment_id = setup_mlflow(tracking.uri, tracking.experiment, tracking.artifact_root)
     version, version_source = data_version(params.processed_dir)
     chain = json.loads((params.processed_dir / CHAIN_FILE).read_text(encoding="utf-8"))
     tags = {"git_commit": git_commit(), "data_version": version, "data_version_source": version_source,
             "params_hash": params_hash(params.model_dump(mode="json")), "phases": ",".join(params.phases),
             "chain_fingerprint": chain["fingerprint"],
             "hyperparameters_from": source, "stage": "train", "keras_backend": keras.backend.backend()}
-    with mlflow.start_run(run_name="train") as run:
+    with mlflow.start_run(run_name="train", experiment_id=experiment_id) as run:
         mlflow.set_tags(tags)
         mlflow.log_params(flatten("", params.model_dump(mode="json")))
+        log_cohorts(params.processed_dir, params.train_cohorts, "training")
+        if params.selection == "holdout":
+            log_cohorts(params.processed_dir, params.validation_cohorts, "validation")
 
         def log_epoch(epoch, logs):
             mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
@@ -73,11 +77,7 @@ def train(params: TrainParams, tracking: TrackingParams, registry: RegistryParam
                                             **tags})
         mlflow.log_artifact(str(curves_figure(result, params.model_dir / "training_curves.png")), "figures")
         mlflow.log_artifact(str(params.model_dir / "history.csv"), "training")
-        training = json.loads((params.model_dir / "training.json").read_text(encoding="utf-8"))
-        registered = register_model(
-            params.model_dir, run.info.run_id, training, params.phases, chain["config"],
-            example_stacks(params, result.validation_patients or result.train_patients), registry, serve)
-    summary = {"run_id": run.info.run_id, "registered_version": registered.version, "best_epoch": result.best_epoch,
+    summary = {"run_id": run.info.run_id, "best_epoch": result.best_epoch,
                "best_val_patient_auc": result.best_val_patient_auc, "train_stacks": result.n_train_stacks,
                "epochs": len(result.history)}
     (params.model_dir / "run.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

@@ -17,7 +17,7 @@ import yaml
 from her2pcr.config import TrackingParams, TrainParams, TuneParams
 from her2pcr.stats.roc import delong_paired
 from her2pcr.training.fit import fit
-from her2pcr.training.tracking import flatten, git_commit, setup_mlflow
+from her2pcr.training.tracking import flatten, git_commit, log_cohorts, setup_mlflow
 from her2pcr.tuning.space import default_suggestions, suggest, trial_params
 
 log = logging.getLogger(__name__)
@@ -26,15 +26,37 @@ REFERENCE_ATTR = "reference"      # trial user attribute: this trial is params.y
 PREDICTIONS_ATTR = "held_out"     # trial user attribute: {patient id: [pcr, probability]} behind its value
 
 
-def open_study(tune: TuneParams, seed_offset: int = 0) -> optuna.Study:
-    """Create or load the study; a worker that stops beating for `heartbeat_s` has its trial failed."""
+#: Tune settings that do not change what a trial computes: the same study goes on whatever they are.
+RUN_SETTINGS = ("study_name", "storage", "out_dir", "n_trials", "timeout_s", "heartbeat_s", "min_improvement_se")
+
+
+def study_inputs(base: TrainParams, tune: TuneParams) -> str:
+    """A digest of what a trial's value depends on: the training cohorts' processed exams (their cache keys),
+    the search space and objective, and the train settings a trial starts from. The study is named after it, so
+    a re-run after any of them changed starts a new study in the same storage; a plain re-run resumes."""
+    from her2pcr.training.data import read_index
+
+    index = read_index(base.processed_dir)
+    cohorts = set(base.train_cohorts) | set(base.validation_cohorts)
+    keys = index[index.cohort.isin(cohorts)].key.sort_index()
+    content = {"exams": [f"{pid}:{key}" for pid, key in keys.items()],
+               "tune": tune.model_dump(mode="json", exclude=set(RUN_SETTINGS)),
+               "train": base.model_dump(mode="json", exclude={"model_dir", "best_params_file", "epochs",
+                                                              "max_stacks_per_patient", "selection", "cv_folds"})}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def open_study(tune: TuneParams, seed_offset: int = 0, inputs: str | None = None) -> optuna.Study:
+    """Create or load the study (``<study_name>-<inputs digest>``); a worker that stops beating for
+    `heartbeat_s` has its trial failed."""
     if tune.storage.startswith("sqlite:///"):
         Path(tune.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     storage = _rdb_storage(tune)
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=tune.pruner_startup_trials,
                                           n_warmup_steps=tune.pruner_warmup_epochs)
               if tune.pruning else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=tune.study_name, storage=storage, direction="maximize",
+    name = f"{tune.study_name}-{inputs}" if inputs else tune.study_name
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                 pruner=pruner, load_if_exists=True)
     # Seeded, yet a resumed study or a second worker does not replay the first trials' draws.
     study.sampler = optuna.samplers.TPESampler(seed=tune.sampler_seed + len(study.trials) + 1000 * seed_offset)
@@ -87,7 +109,8 @@ def parent_run(study: optuna.Study, tracking: TrackingParams) -> str:
         experiment_id = setup_mlflow(tracking.uri, tracking.experiment, tracking.artifact_root)
         run = mlflow.MlflowClient(tracking.uri).create_run(
             experiment_id, run_name=f"tune-{study.study_name}",
-            tags={"stage": "tune", "optuna_study": study.study_name, "git_commit": git_commit()})
+            tags={"stage": "tune", "optuna_study": study.study_name, "git_commit": git_commit(),
+                  "study_inputs": study.user_attrs.get("inputs", "")})
         study.set_user_attr(PARENT_ATTR, run.info.run_id)
         return run.info.run_id
 
@@ -106,10 +129,12 @@ def make_objective(base: TrainParams, tune: TuneParams, tracking: TrackingParams
                               experiment_id=mlflow.get_run(parent_id).info.experiment_id,
                               tags={"optuna_trial": str(trial.number), "stage": "tune"}):
             mlflow.log_params(flatten("", tunable))
+            log_cohorts(params.processed_dir, params.train_cohorts, "tuning")
             try:
                 value = _run_trial(trial, params, tune, mlflow)
             except optuna.TrialPruned:
                 mlflow.set_tag("trial_state", "PRUNED")
+                mlflow.end_run("KILLED")  # stopped early by the pruner: not a failure
                 raise
             except Exception as error:
                 mlflow.set_tag("trial_state", "FAIL")
@@ -244,12 +269,19 @@ def enqueue_defaults(study: optuna.Study, base: TrainParams, tune: TuneParams) -
 
 def tune_study(base: TrainParams, tune: TuneParams, tracking: TrackingParams, n_trials: int | None = None,
                worker: int = 0) -> dict:
-    study = open_study(tune, seed_offset=worker)
+    import mlflow
+
+    inputs = study_inputs(base, tune)
+    study = open_study(tune, seed_offset=worker, inputs=inputs)
     study.set_user_attr("objective", tune.objective)
+    study.set_user_attr("inputs", inputs)
     if worker == 0 and not study.trials:
         enqueue_defaults(study, base, tune)
     parent_id = parent_run(study, tracking)
     objective = make_objective(base, tune, tracking, parent_id)
     study.optimize(objective, n_trials=n_trials if n_trials is not None else tune.n_trials,
                    timeout=tune.timeout_s, catch=(ValueError,), gc_after_trial=True)
-    return summarise_study(study, tune, tracking, parent_id)
+    summary = summarise_study(study, tune, tracking, parent_id)
+    # the parent ends with this worker's trials (another worker, or a resumed study, may add more later)
+    mlflow.MlflowClient(tracking.uri).set_terminated(parent_id, "FINISHED")
+    return summary

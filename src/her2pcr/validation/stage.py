@@ -19,6 +19,7 @@ from her2pcr.config import CohortsParams, RegistryParams, TrackingParams, Valida
 from her2pcr.evaluation.stage import json_safe
 from her2pcr.registry.tags import RegisteredVersion, gate_tag, reasons_tag
 from her2pcr.stats.correlation import TABLE3_PARAMETERS, spearman_bh
+from her2pcr.training.tracking import log_cohorts
 from her2pcr.validation.expectations import PROTOCOL_SUITE, SUITE, DataQualityOutcome, check_suites, derive_expectations
 from her2pcr.validation.gate import GateDecision, GateEvidence, decide
 from her2pcr.validation.profile import SET_COLUMNS, exam_table, input_set_columns, input_table, protocol_table
@@ -86,21 +87,11 @@ def data_quality(params: ValidateParams, cohort: str, inputs: list[str], out_dir
                        shift_warnings(outcomes[PROTOCOL_SUITE], protocol_expectations))
 
 
-def load_model(params: ValidateParams):
-    """The model in model_dir (the registered version's, see check_model_matches) and its input names."""
-    import keras
-
-    from her2pcr.models.cnn import model_phases
-
-    model = keras.saving.load_model(params.model_dir / "model.keras", compile=False)
-    return model, model_phases(model)
-
-
-def predictions_of(model, params: ValidateParams, cohort: str) -> tuple[pd.DataFrame, list[str]]:
-    """Patient P(pCR) of the model with receptor status and field strength; patients left out."""
+def predictions_of(served, params: ValidateParams, cohort: str) -> tuple[pd.DataFrame, list[str]]:
+    """Patient P(pCR) of the registered version with receptor status and field strength; patients left out."""
     from her2pcr.evaluation.predict import add_covariates, predict_cohorts
 
-    predictions, left_out = predict_cohorts(model, params.processed_dir, [cohort])
+    predictions, left_out = predict_cohorts(served, params.processed_dir, [cohort])
     return add_covariates(predictions, params.interim_dir, None), left_out
 
 
@@ -143,14 +134,13 @@ def evidence_of(results: dict) -> GateEvidence:
                         shift_warnings=tuple(w["text"] for w in results["shift_warnings"]))
 
 
-def check_model_matches(version: RegisteredVersion, model_dir: Path) -> None:
-    """Refuse to tag a version with the results of another model (a stale registered.json)."""
-    summary = model_dir / "training.json"
-    if summary.exists():
-        run_id = json.loads(summary.read_text(encoding="utf-8")).get("run_id")
-        if run_id and run_id != version.run_id:
-            raise ValueError(f"{model_dir} was trained in run {run_id}, but the registered version "
-                             f"{version.name}/{version.version} comes from run {version.run_id}: re-run train")
+def gate_summary(results: dict) -> dict:
+    """The small file `dvc metrics show` prints for a cohort: the version, n, AUC [CI] and the gate."""
+    metrics = results["metrics"]
+    return {"version": results["model"]["version"], "n": results["n"], "auc": metrics.get("auc"),
+            "ci_low": metrics.get("delong_ci_low"), "ci_high": metrics.get("delong_ci_high"),
+            "gate": results["gate"]["decision"], "gate_passed": int(results["gate"]["decision"] == "pass"),
+            "shift_warnings": len(results["shift_warnings"])}
 
 
 def record_in_registry(version: RegisteredVersion, cohort: str, decision: GateDecision, auc: float | None,
@@ -175,15 +165,21 @@ def validate(cohort: str, params: ValidateParams, registry: RegistryParams, trac
     """Run the whole stage for one external cohort; return what metrics/validate/<cohort>.json holds."""
     if cohort not in cohorts.external:
         raise ValueError(f"unknown external cohort {cohort!r}; cohorts.external has {sorted(cohorts.external)}")
-    version = RegisteredVersion.load(registry.registered_file)
-    check_model_matches(version, params.model_dir)
+    import mlflow
+
+    from her2pcr.evaluation.predict import load_registered, served_phases
+
+    mlflow.set_tracking_uri(tracking.uri)
+    version, served = load_registered(registry.registered_file, params.model_dir)
     out_dir = params.reports_dir / cohort
     shutil.rmtree(out_dir, ignore_errors=True)  # the stage's own output: no stale Data Docs from an older run
     out_dir.mkdir(parents=True)
 
-    model, inputs = load_model(params)
+    inputs = served_phases(served)
     quality = data_quality(params, cohort, inputs, out_dir)
-    frame, left_out = predictions_of(model, params, cohort)
+    frame, left_out = predictions_of(served, params, cohort)
+    predictions_file = out_dir / "predictions.csv"  # per patient, what the gate's metrics were computed from
+    frame[["cohort", "pcr", "probability", "n_stacks", *SUBSET_COLUMNS]].to_csv(predictions_file)
     results: dict = {
         "cohort": cohort, "train_cohort": params.train_cohort,
         "model": {"name": version.name, "version": str(version.version), "run_id": version.run_id,
@@ -203,9 +199,14 @@ def validate(cohort: str, params: ValidateParams, registry: RegistryParams, trac
     metrics_file = params.metrics_dir / f"{cohort}.json"
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     metrics_file.write_text(json.dumps(results, indent=1, allow_nan=False), encoding="utf-8")
+    gate_file = params.gate_dir / f"{cohort}.json"
+    gate_file.parent.mkdir(parents=True, exist_ok=True)
+    gate_file.write_text(json.dumps(gate_summary(results), indent=1), encoding="utf-8")
     roc = roc_png(frame.pcr.to_numpy(), frame.probability.to_numpy(), f"{cohort} (n={len(frame)})") \
         if "auc" in results["metrics"] else None
     report = out_dir / "report.html"
     report.write_text(render_html(results, roc), encoding="utf-8")
-    record_in_registry(version, cohort, decision, results["metrics"].get("auc"), [report, metrics_file], tracking)
+    record_in_registry(version, cohort, decision, results["metrics"].get("auc"),
+                       [report, metrics_file, predictions_file], tracking)
+    log_cohorts(params.processed_dir, [cohort], "validation", run_id=version.run_id)
     return results

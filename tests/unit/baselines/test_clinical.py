@@ -133,6 +133,20 @@ def test_quasi_complete_separation_is_detected():
     assert np.isfinite(fit.coefficients().se).all()
 
 
+def test_a_converged_fit_with_fitted_probabilities_of_0_or_1_is_treated_as_separated():
+    """15 patients and a confident predictor with a narrow overlap: maximum likelihood converges, but on a log
+    odds ratio in the hundreds (the study-size D2 fit of CNN + clinical); Firth gives a usable estimate."""
+    x = np.r_[np.linspace(0.05, 0.49, 7), 0.5, np.linspace(0.52, 0.95, 7)]
+    y = np.r_[np.zeros(7), 0, np.ones(7)].astype(int)
+    y[6], y[7] = 1, 0  # the overlap: 0.49 responds, 0.5 does not
+    ml = sm.Logit(y, sm.add_constant(x)).fit(disp=0)
+    assert ml.mle_retvals["converged"] and abs(ml.params[1]) > 30  # what maximum likelihood alone would report
+    train = pd.DataFrame({"cnn_probability": x, "pcr": y})
+    fit = fit_logistic(train, ["cnn_probability"])
+    assert fit.method == "firth" and any("quasi-complete separation" in n for n in fit.notes)
+    assert abs(fit.coefficients().set_index("term").loc["cnn_probability", "coef"]) < 30
+
+
 def test_firth_solves_the_penalised_score_equation_and_shrinks_towards_zero():
     rng = np.random.default_rng(6)
     X = sm.add_constant(rng.standard_normal((40, 2)))

@@ -2,7 +2,7 @@ import pandas as pd
 
 from her2pcr.config import CohortsParams, load_params
 from her2pcr.ingest.cohorts import assign_cohorts
-from her2pcr.ingest.manifests import box_problem, normalise_clinical, row_problems
+from her2pcr.ingest.manifests import box_problem, normalise_clinical, read_table, row_problems
 from tests.conftest import REPO
 
 PARAMS = load_params(REPO / "params.yaml")
@@ -18,6 +18,21 @@ def clinical_frame(**overrides):
 def test_receptor_spellings_are_normalised():
     frame = clinical_frame()
     assert frame.er[0] == "positive" and frame.pr[0] == "negative" and frame.lymph_node[0] == "positive"
+
+
+def test_an_excel_manifest_with_numeric_codes_reads_like_the_csv(tmp_path):
+    """Spreadsheet cells hold numbers (ER 1/0, pCR 1/0); they map through ingest.positive_values as text does."""
+    rows = [{"patient_id": "p1", "age": 50, "er": 1, "pr": 0, "stage": "II", "lymph_node": 1,
+             "longest_diameter_mm": 40.5, "regimen": "DCTP", "pcr": 1, "institution": "inst1"},
+            {"patient_id": "p2", "age": 61, "er": 0, "pr": 1, "stage": "III", "lymph_node": 0,
+             "longest_diameter_mm": 22, "regimen": "DCTP", "pcr": 0, "institution": "inst1"}]
+    pd.DataFrame(rows).to_excel(tmp_path / "clinical.xlsx", index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "clinical.csv", index=False)
+    mapping = PARAMS.ingest.clinical_columns
+    from_excel, from_csv = (normalise_clinical(read_table(tmp_path / f"clinical.{ext}", mapping, "clinical"),
+                                               PARAMS.ingest) for ext in ("xlsx", "csv"))
+    assert list(from_excel.er) == ["positive", "negative"] and list(from_excel.pr) == ["negative", "positive"]
+    pd.testing.assert_frame_equal(from_excel, from_csv)
 
 
 def test_each_row_problem_names_its_column():

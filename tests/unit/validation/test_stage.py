@@ -14,27 +14,32 @@ from typer.testing import CliRunner
 from her2pcr.cli import app
 from her2pcr.models.cnn import CNNConfig, build_model
 from her2pcr.registry.tags import PASS, RegisteredVersion, gate_tag, reasons_tag
-from her2pcr.validation.stage import check_model_matches, model_metrics, shift_warnings_tag
+from her2pcr.validation.stage import model_metrics, shift_warnings_tag
 from tests.conftest import tiny_params
 
 pytestmark = pytest.mark.slow
 MODEL_NAME = "her2pcr-dce-test"
 
 
-def register(tmp, tracking_uri: str, model_file) -> RegisteredVersion:
-    """A run holding the model file and a registered version of it, as train leaves them."""
+def register(tmp, tracking_uri: str, model_dir, params) -> RegisteredVersion:
+    """The model registered as train registers it: a pyfunc version carrying the chain it was trained with."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    experiment = client.create_experiment("validate-test", artifact_location=(tmp / "mlartifacts").as_uri())
-    run = client.create_run(experiment)
-    client.log_artifact(run.info.run_id, str(model_file), "model")
-    client.set_terminated(run.info.run_id)
-    client.create_registered_model(MODEL_NAME)
-    version = client.create_model_version(MODEL_NAME, source=f"{run.info.artifact_uri}/model",
-                                          run_id=run.info.run_id)
-    return RegisteredVersion(MODEL_NAME, str(version.version), run.info.run_id,
-                             f"models:/{MODEL_NAME}/{version.version}")
+    from her2pcr.preprocess.chain import PreprocessChain
+    from her2pcr.registry.register import register_model
+
+    chain = params.preprocess.chain_config()
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.create_experiment("validate-test", artifact_location=(tmp / "mlartifacts").as_uri())
+    registry = params.registry.model_copy(update={"model_name": MODEL_NAME,
+                                                  "registered_file": tmp / "models" / "registered.json"})
+    size, channels = chain.input_size, chain.channels
+    with mlflow.start_run(experiment_id=experiment) as run:
+        training = {"chain_fingerprint": PreprocessChain(chain).fingerprint()}
+        version = register_model(model_dir, run.info.run_id, training, ["pre", "post3"], chain.model_dump(),
+                                 {p: np.zeros((1, size, size, channels), np.float32) for p in ("pre", "post3")},
+                                 registry, params.serve)
+    return version
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +55,18 @@ def validated(tiny_processed, tmp_path_factory):
                                   dense_units=4))
     model.save(model_dir / "model.keras")
     tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    version = register(tmp, tracking_uri, model_dir / "model.keras")
-    (model_dir / "training.json").write_text(json.dumps({"run_id": version.run_id}))
     base = tiny_params()
+    version = register(tmp, tracking_uri, model_dir, base)
+    (model_dir / "training.json").write_text(json.dumps({"run_id": version.run_id}))
     params = tiny_params(
         validation=base.validation.model_copy(update={
             "processed_dir": tiny_processed, "interim_dir": tiny_processed.parent / "interim", "model_dir": model_dir,
-            "metrics_dir": tmp / "metrics" / "validate", "reports_dir": tmp / "reports" / "validation"}),
+            "metrics_dir": tmp / "metrics" / "validate", "gate_dir": tmp / "metrics" / "gate",
+            "reports_dir": tmp / "reports" / "validation"}),
         registry=base.registry.model_copy(update={"model_name": MODEL_NAME,
                                                   "registered_file": tmp / "models" / "registered.json"}),
         tracking=base.tracking.model_copy(update={"uri": tracking_uri, "artifact_root": tmp / "mlartifacts"}),
     )
-    version.save(params.registry.registered_file)
     params_file = tmp / "params.yaml"
     params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
     outputs = {}
@@ -142,10 +147,30 @@ def test_version_tags_and_run_artifacts_are_recorded(validated):
     assert float(tags["validation.D3.auc"]) == pytest.approx(
         json.loads((params.validation.metrics_dir / "D3.json").read_text())["metrics"]["auc"], abs=1e-4)
     logged = {a.path for a in client.list_artifacts(version.run_id, "validation/D3")}
-    assert logged == {"validation/D3/report.html", "validation/D3/D3.json"}
+    assert logged == {"validation/D3/report.html", "validation/D3/D3.json", "validation/D3/predictions.csv"}
+
+
+def test_the_registered_version_is_what_is_scored(validated, tiny_processed):
+    """The per-patient predictions behind the gate are the served pyfunc's answers, and reproduce its AUC."""
+    import mlflow
+
+    from her2pcr.serving.requests import encode_tensors
+    from her2pcr.stats.roc import delong
+
+    params, version, _ = validated
+    predictions = pd.read_csv(params.validation.reports_dir / "D3" / "predictions.csv", index_col="patient_id")
+    mlflow.set_tracking_uri(params.tracking.uri)
+    served = mlflow.pyfunc.load_model(version.model_uri)
+    pid = predictions.index[0]
+    with np.load(tiny_processed / f"{pid}.npz") as stacks:
+        request = pd.DataFrame([{"tensors": encode_tensors({p: stacks[p] for p in ("pre", "post3")})}])
+    assert served.predict(request).probability[0] == pytest.approx(predictions.probability[pid], abs=1e-9)
+    results = json.loads((params.validation.metrics_dir / "D3.json").read_text())
+    assert delong(predictions.pcr.to_numpy(), predictions.probability.to_numpy()).auc == pytest.approx(
+        results["metrics"]["auc"], abs=1e-12)
 
 
 def test_a_stale_registered_version_is_refused(tmp_path):
     (tmp_path / "training.json").write_text(json.dumps({"run_id": "other"}))
     with pytest.raises(ValueError, match="re-run train"):
-        check_model_matches(RegisteredVersion("m", "1", "mine", "models:/m/1"), tmp_path)
+        RegisteredVersion("m", "1", "mine", "models:/m/1").check_trained_in(tmp_path)
