@@ -24,8 +24,9 @@ import numpy as np  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from her2pcr.config import load_params, load_sites  # noqa: E402
+from her2pcr.config import load_params  # noqa: E402
 from her2pcr.synth.patients import draw_patient  # noqa: E402
+from her2pcr.synth.sites import load_sites  # noqa: E402
 from learn import CEILING_PATIENTS, IMAGE_PHENOTYPES  # noqa: E402
 
 

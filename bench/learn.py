@@ -46,12 +46,13 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from her2pcr.config import CohortSize, load_params, load_sites  # noqa: E402
+from her2pcr.config import CohortSize, load_params  # noqa: E402
 from her2pcr.features.pk import PKError, pk_features  # noqa: E402
 from her2pcr.preprocess.chain import PreprocessChain  # noqa: E402
 from her2pcr.stats.roc import delong, delong_paired  # noqa: E402
 from her2pcr.synth.cohort import plan_site, render_task  # noqa: E402
 from her2pcr.synth.patients import draw_patient  # noqa: E402
+from her2pcr.synth.sites import load_sites  # noqa: E402
 from her2pcr.training.data import StackSet, load_stacks, patient_probabilities  # noqa: E402
 
 BENCH_SEED_OFFSET = 7919  # bench patients are never pipeline patients

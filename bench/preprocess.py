@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from her2pcr.config import load_params  # noqa: E402
-from her2pcr.preprocess.stage import BOX_COLUMNS, chain_from, preprocess  # noqa: E402
+from her2pcr.preprocess.settings import Box  # noqa: E402
+from her2pcr.preprocess.stage import chain_from, preprocess  # noqa: E402
 
 
 def build_interim(tmp: Path) -> Path:
@@ -77,7 +78,7 @@ def main() -> None:
         for row in clinical.head(args.subset).itertuples():
             with np.load(interim / "exams" / f"{row.patient_id}.npz") as exam:
                 image, spacing = exam["image"], tuple(exam["spacing_mm"])
-            box = tuple(int(getattr(row, c)) for c in BOX_COLUMNS)
+            box = tuple(int(getattr(row, c)) for c in Box._fields)
             outputs = {}
             for name, chain in (("per_exam", per_exam), ("per_phase", per_phase)):
                 seconds, outputs[name] = timed(chain, image, spacing, box)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from her2pcr.config import Params, SimulateParams, deep_merge, read_yaml
+from her2pcr.config import Params, SimulateParams, read_yaml
+from her2pcr.profiles import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 

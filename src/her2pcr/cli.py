@@ -30,7 +30,9 @@ def profile(
     params_file: Path = typer.Option(config.PARAMS_FILE, help="params.yaml to rewrite in place."),
 ) -> None:
     """Merge a profile's overrides into params.yaml (`git checkout params.yaml` restores the default)."""
-    config.apply_profile(name, params_file)
+    from her2pcr.profiles import apply_profile
+
+    apply_profile(name, params_file)
     typer.echo(f"params.yaml now uses profile {name!r}")
 
 

@@ -1,4 +1,5 @@
-"""Typed parameters: one pydantic model per params.yaml section, unknown keys rejected."""
+"""Typed parameters: one pydantic model per params.yaml section, unknown keys rejected. (The simulator's site
+protocols are in ``synth/sites.py``, profile merging in ``profiles.py``.)"""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ from typing import Annotated, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from her2pcr.preprocess.settings import PreprocessConfig
+from her2pcr.preprocess.settings import Box, PreprocessConfig
 
 PARAMS_FILE = Path("params.yaml")
-PROFILES_DIR = Path("conf/profiles")
 
 FaultName = Literal[
     "truncated_file", "non_dicom_file", "non_mr_modality", "missing_post_contrast",
@@ -25,49 +25,6 @@ class Strict(BaseModel):
     """Base for every params model: unknown keys are an error, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Range = Annotated[tuple[float, float, float], Field(description="median, min, max")]
-
-
-class SiteProtocol(Strict):
-    """One institution's acquisition protocol (conf/sites.yaml)."""
-
-    manufacturer: str
-    model_name: str
-    layout: Literal["per_phase_description", "per_phase_trigger", "multiphase"]
-    folder_layout: Literal["nested", "flat"]
-    timing_tag: Literal["AcquisitionTime", "ContentTime", "TriggerTime"]
-    timing_present: float = Field(ge=0, le=1)
-    field_3t: float = Field(ge=0, le=1)
-    pixel_spacing_mm: Range
-    slice_thickness_mm: Range
-    repetition_time_ms: Range
-    echo_time_ms: Range
-    phase_encoding_steps: Range
-    percent_sampling: Range
-    flip_angle_deg: Range
-    bolus_volume_ml: Range
-    post_phases: dict[int, float]
-    phase_spacing_s: Range
-    first_post_centre_s: Range
-    contrast_agent: Literal["gadobutrol", "gadoterate"]
-    snr: Range
-    receive_bias_strength: float = Field(ge=0, le=1)
-    fat_suppression: bool
-    motion_mm: float = Field(ge=0)
-    gain: Range
-    regimen: dict[str, float]
-    pcr_logit_offset: float
-
-    @model_validator(mode="after")
-    def _ranges_ordered(self) -> SiteProtocol:
-        for name, value in self:
-            if isinstance(value, tuple) and len(value) == 3 and not value[1] <= value[0] <= value[2]:
-                raise ValueError(f"{name}: median {value[0]} not within [{value[1]}, {value[2]}]")
-        if min(self.post_phases) < 1:
-            raise ValueError("post_phases: at least one post-contrast phase")
-        return self
 
 
 class CohortSize(Strict):
@@ -111,7 +68,7 @@ class SimulateParams(Strict):
 
 CLINICAL_FIELDS = ("patient_id", "age", "er", "pr", "stage", "lymph_node", "longest_diameter_mm", "regimen",
                    "pcr", "institution")
-BOX_FIELDS = ("patient_id", "row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end")
+BOX_FIELDS = ("patient_id", *Box._fields)  # the box manifest: a patient and their box
 
 
 class IngestParams(Strict):
@@ -402,49 +359,3 @@ def read_yaml(path: Path) -> dict:
 def load_params(path: Path = PARAMS_FILE) -> Params:
     """Validate the whole file (so a typo in any section fails every stage loudly)."""
     return Params.model_validate(read_yaml(path))
-
-
-def load_sites(path: Path) -> dict[str, SiteProtocol]:
-    return {name: SiteProtocol.model_validate(spec) for name, spec in read_yaml(path).items()}
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """Recursively merge ``override`` into a copy of ``base`` (override wins; lists replace)."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def apply_profile(profile: str, params_path: Path = PARAMS_FILE, profiles_dir: Path = PROFILES_DIR) -> None:
-    """Merge ``conf/profiles/<profile>.yaml`` into params.yaml in place, keeping its comments.
-
-    The committed params.yaml is the ``default`` profile; the merged result is
-    validated before anything is written.
-    """
-    if profile == "default":
-        return
-    override_path = profiles_dir / f"{profile}.yaml"
-    if not override_path.exists():
-        known = ["default", *sorted(p.stem for p in profiles_dir.glob("*.yaml"))]
-        raise FileNotFoundError(f"unknown profile {profile!r}; known: {', '.join(known)}")
-    Params.model_validate(deep_merge(read_yaml(params_path), read_yaml(override_path)))
-    # ruamel round-trips comments and layout, so params.yaml stays readable.
-    from ruamel.yaml import YAML
-
-    rt = YAML()
-    document = rt.load(params_path.read_text(encoding="utf-8"))
-    _merge_in_place(document, rt.load(override_path.read_text(encoding="utf-8")))
-    with open(params_path, "w", encoding="utf-8") as handle:
-        rt.dump(document, handle)
-
-
-def _merge_in_place(base, override) -> None:
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge_in_place(base[key], value)
-        else:
-            base[key] = value

@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from her2pcr.config import Params, deep_merge, read_yaml
+from her2pcr.config import Params, read_yaml
+from her2pcr.profiles import deep_merge
 from tests.conftest import REPO
 from tests.integration import pg
 

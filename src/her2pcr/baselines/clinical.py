@@ -71,12 +71,12 @@ def _binary(series: pd.Series) -> pd.Series:
             return float(value)
         if isinstance(value, (int, float, np.integer, np.floating)) and value in (0, 1):
             return float(value)
+        # ingest maps a collection's spellings (ingest.positive_values) to these two; nothing else is read here
         text = str(value).strip().lower()
-        if text in ("positive", "pos", "+", "1"):
-            return 1.0
-        if text in ("negative", "neg", "-", "0"):
-            return 0.0
-        raise ValueError(f"{series.name}: cannot read {value!r} as positive/negative")
+        if text in ("positive", "negative"):
+            return float(text == "positive")
+        raise ValueError(f"{series.name}: cannot read {value!r} as positive/negative (ingest writes 'positive' or "
+                         "'negative'; a collection's own spellings belong in ingest.positive_values)")
 
     return series.map(code).astype(float)
 

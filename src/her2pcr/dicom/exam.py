@@ -21,6 +21,7 @@ from pydicom.pixels import pixel_array
 
 from her2pcr.dicom.discover import FileHeader
 from her2pcr.dicom.phases import ExamError, PhaseError, order_phases, slice_normal, slice_position
+from her2pcr.preprocess.settings import phase_names
 
 __all__ = ["ExamError", "Grid", "LoadedExam", "PhaseError", "load_exam", "phase_grid", "same_grid"]
 
@@ -62,7 +63,7 @@ class LoadedExam:
     @property
     def phase_names(self) -> list[str]:
         """``pre``, ``post1``, ``post2``...: the names model inputs use."""
-        return ["pre"] + [f"post{k}" for k in range(1, self.image.shape[0])]
+        return phase_names(self.image.shape[0])
 
 
 def phase_grid(files: list[FileHeader], index: int = 0) -> Grid:

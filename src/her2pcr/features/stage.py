@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from her2pcr.features.pk import FEATURE_NAMES, PKError, check_times, pk_features
+from her2pcr.preprocess.settings import Box
 
-BOX_COLUMNS = ["row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end"]
 SKIPPED_COLUMNS = ["patient_id", "reason"]
 
 Job = tuple[str, Path, tuple[int, ...], float]
@@ -47,7 +47,7 @@ def pk_feature_table(interim_dir: Path, threshold_percent: float,
     """
     interim_dir = Path(interim_dir)
     clinical = pd.read_parquet(interim_dir / "clinical.parquet").set_index("patient_id")
-    jobs: list[Job] = [(str(pid), interim_dir / "exams" / f"{pid}.npz", tuple(int(row[c]) for c in BOX_COLUMNS),
+    jobs: list[Job] = [(str(pid), interim_dir / "exams" / f"{pid}.npz", tuple(int(row[c]) for c in Box._fields),
                         float(threshold_percent)) for pid, row in clinical.iterrows()]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -56,7 +56,7 @@ def save_exam(exam: LoadedExam, path: Path) -> None:
     np.savez_compressed(
         path, image=exam.image, spacing_mm=np.asarray(exam.spacing_mm, np.float64),
         origin_mm=np.asarray(exam.origin_mm, np.float64), direction=np.asarray(exam.direction, np.float64),
-        phase_times_s=times, phase_names=np.array(["pre"] + [f"post{k}" for k in range(1, exam.image.shape[0])]),
+        phase_times_s=times, phase_names=np.array(exam.phase_names),
         order_rule=np.array(exam.order_rule), resampled_phases=np.asarray(exam.resampled_phases, np.int64),
     )
 

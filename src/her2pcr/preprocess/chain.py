@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from her2pcr.preprocess.bias import N4BiasCorrection
-from her2pcr.preprocess.settings import PreprocessConfig
+from her2pcr.preprocess.settings import PreprocessConfig, phase_names
 from her2pcr.preprocess.voi import (
     CropToBox,
     CropWithMargin,
@@ -30,13 +30,6 @@ from her2pcr.preprocess.voi import (
 
 #: Bump when the chain's behaviour changes without a config change, so cached outputs are invalidated.
 CHAIN_VERSION = 3
-
-
-def phase_names(n_phases: int) -> list[str]:
-    """Input names of an exam's phases: ``pre``, ``post1``, ``post2``, ..."""
-    if n_phases < 1:
-        raise ValueError("an exam needs at least one phase")
-    return ["pre"] + [f"post{k}" for k in range(1, n_phases)]
 
 
 class PreprocessChain:
@@ -93,14 +86,28 @@ class PreprocessChain:
     def fingerprint(self) -> str:
         """Stable 16-hex-digit hash of everything that determines the output (cache key).
 
-        Covers the config, ``CHAIN_VERSION`` and each transform's settings (which
-        include N4 constants such as iterations that the config does not expose).
-        Library versions are pinned by the lock file and not hashed here.
+        Covers the config, ``CHAIN_VERSION`` and each transform's type and settings, read from its attributes
+        (so a new setting is hashed without anyone writing it down; they include N4 constants such as
+        iterations that the config does not expose). Library versions are pinned by the lock file.
         """
         payload = {
             "version": CHAIN_VERSION,
             "config": self.config.model_dump(mode="json"),
-            "transforms": [repr(t) for t in self._transforms()],
+            "transforms": [transform_settings(t) for t in self._transforms()],
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def transform_settings(transform) -> dict:
+    """A transform's type and settings (its attributes, nested transforms included), as JSON-ready values."""
+    def value(v):
+        if isinstance(v, tuple | list):
+            return [value(x) for x in v]
+        if isinstance(v, bool | int | float | str) or v is None:
+            return v
+        if hasattr(v, "__dict__"):
+            return transform_settings(v)
+        raise TypeError(f"{type(transform).__qualname__}: setting of type {type(v).__name__} cannot be fingerprinted")
+
+    return {"type": type(transform).__qualname__, **{k: value(v) for k, v in sorted(vars(transform).items())}}

@@ -1,11 +1,47 @@
-"""The preprocessing chain's settings, on their own: the params schema extends them, and importing them does not
-import the chain's transforms (so a stage that only reads params does not depend on the chain's code)."""
+"""The preprocessing chain's settings and the definitions every stage shares (the tumour box's fields, the phase
+input names), on their own: the params schema extends the settings, and importing them does not import the chain's
+transforms (so a stage that only reads params does not depend on the chain's code)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Box(NamedTuple):
+    """Tumour box, 0-based inclusive bounds on the exam grid (the order of ``boxes.csv``)."""
+
+    row_start: int
+    row_end: int
+    column_start: int
+    column_end: int
+    slice_start: int
+    slice_end: int
+
+    @classmethod
+    def of(cls, box: Sequence[int]) -> Box:
+        """A ``Box`` from any 6-sequence of integers; ValueError naming the problem otherwise."""
+        values = tuple(box)
+        if len(values) != len(cls._fields):
+            raise ValueError(
+                f"box needs {len(cls._fields)} values ({', '.join(cls._fields)}), got {len(values)}: {values}"
+            )
+        ints = []
+        for name, value in zip(cls._fields, values, strict=True):
+            if isinstance(value, bool) or not float(value).is_integer():
+                raise ValueError(f"box {name} must be an integer, got {value!r}")
+            ints.append(int(value))
+        return cls(*ints)
+
+
+def phase_names(n_phases: int) -> list[str]:
+    """Input names of an exam's phases: ``pre``, ``post1``, ``post2``, ..."""
+    if n_phases < 1:
+        raise ValueError("an exam needs at least one phase")
+    return ["pre"] + [f"post{k}" for k in range(1, n_phases)]
+
 
 #: The processed folder's record of the chain that made it (settings and fingerprint).
 CHAIN_FILE = "chain.json"

@@ -14,10 +14,9 @@ from tqdm import tqdm
 
 from her2pcr.config import PreprocessParams
 from her2pcr.preprocess.chain import PreprocessChain
-from her2pcr.preprocess.settings import CHAIN_FILE
+from her2pcr.preprocess.settings import CHAIN_FILE, Box
 
 #: The chain that made the outputs; train freezes it into the served model.
-BOX_COLUMNS = ["row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int
     fingerprint = chain.fingerprint()
     jobs, reused = [], []
     for pid, row in clinical.iterrows():
-        box = tuple(int(row[c]) for c in BOX_COLUMNS)
+        box = tuple(int(row[c]) for c in Box._fields)
         exam_path = params.interim_dir / "exams" / f"{pid}.npz"
         out_path = params.out_dir / f"{pid}.npz"
         key = cache_key(exam_path, box, fingerprint)

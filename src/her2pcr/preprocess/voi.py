@@ -7,36 +7,10 @@ them into (phase, stack, row, column, channel) CNN inputs (paper section 4.2).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 
-
-class Box(NamedTuple):
-    """Tumour box, 0-based inclusive bounds on the exam grid (the order of ``boxes.csv``)."""
-
-    row_start: int
-    row_end: int
-    column_start: int
-    column_end: int
-    slice_start: int
-    slice_end: int
-
-    @classmethod
-    def of(cls, box: Sequence[int]) -> Box:
-        """A ``Box`` from any 6-sequence of integers; ValueError naming the problem otherwise."""
-        values = tuple(box)
-        if len(values) != 6:
-            raise ValueError(
-                f"box needs 6 values (row_start, row_end, column_start, column_end, slice_start, slice_end), "
-                f"got {len(values)}: {values}"
-            )
-        ints = []
-        for name, value in zip(cls._fields, values, strict=True):
-            if isinstance(value, bool) or not float(value).is_integer():
-                raise ValueError(f"box {name} must be an integer, got {value!r}")
-            ints.append(int(value))
-        return cls(*ints)
+from her2pcr.preprocess.settings import Box
 
 
 class CropToBox:

@@ -30,11 +30,12 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from her2pcr.preprocess.settings import Box
 from her2pcr.serving.requests import Limits, RequestError, decode_base64, extract_zip, read_tensors
 
 log = logging.getLogger(__name__)
 
-BOX_FIELDS = ("row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end")
+BOX_FIELDS = Box._fields
 EXAM_FIELD, TENSORS_FIELD = "dicom_zip", "tensors"
 OUTPUT_COLUMNS = ("probability", "label", "phases", "n_stacks", "input", "members", "warnings")
 #: Discovery groups files by study: a request must hold one exam, and the UID never leaves this module.

@@ -56,26 +56,36 @@ class PairedResult(NamedTuple):
 # --- validation ---------------------------------------------------------------------------------
 
 
-def _labels(y_true) -> np.ndarray:
-    """1-D int array of 0/1 labels with both classes present; ValueError naming the problem otherwise."""
-    y = np.asarray(y_true)
+def binary_labels(values, name: str = "y_true", both_classes: bool = True) -> np.ndarray:
+    """1-D int array of 0 (non-pCR) / 1 (pCR) labels, with both classes present unless ``both_classes`` is False;
+    ValueError naming the problem otherwise. The one check of pCR labels every statistic uses."""
+    y = np.asarray(values)
     if y.ndim != 1:
-        raise ValueError(f"y_true must be 1-D, got shape {y.shape}")
+        raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
     if y.size == 0:
-        raise ValueError("y_true is empty")
+        raise ValueError(f"{name} is empty")
+    if y.dtype.kind == "O":  # a table column: numbers and missing values (None, NaN, pd.NA), or text
+        missing = pd.isna(y)
+        if not all(isinstance(v, int | float | np.number) for v in y[~missing]):
+            raise ValueError(f"{name} must hold 0/1 labels, got {sorted(map(str, set(y[~missing])))[:5]}")
+        y = np.where(missing, np.nan, y).astype(np.float64)
     if y.dtype.kind not in "biuf":
-        raise ValueError(f"y_true must hold 0/1 labels, got dtype {y.dtype}")
+        raise ValueError(f"{name} must hold 0/1 labels, got dtype {y.dtype}")
     if y.dtype.kind == "f" and np.isnan(y).any():
-        raise ValueError(f"y_true contains NaN ({int(np.isnan(y).sum())} of {y.size} labels)")
+        raise ValueError(f"{name} is missing for {int(np.isnan(y).sum())} of {y.size} patients (NaN)")
     bad = ~np.isin(y, (0, 1))
     if bad.any():
-        raise ValueError(f"y_true must hold only 0 (non-pCR) and 1 (pCR), got {np.unique(y[bad])[:5].tolist()}")
+        raise ValueError(f"{name} must hold only 0 (non-pCR) and 1 (pCR), got {np.unique(y[bad])[:5].tolist()}")
     y = y.astype(np.int64)
     n_pos = int(y.sum())
-    if n_pos == 0 or n_pos == y.size:
+    if both_classes and (n_pos == 0 or n_pos == y.size):
         only = "1 (pCR)" if n_pos else "0 (non-pCR)"
-        raise ValueError(f"y_true holds only class {only} ({y.size} patients); ROC statistics need both classes")
+        raise ValueError(f"{name} holds only class {only} ({y.size} patients); ROC statistics need both classes")
     return y
+
+
+def _labels(y_true) -> np.ndarray:
+    return binary_labels(y_true)
 
 
 def _scores(scores, n: int, name: str = "scores") -> np.ndarray:

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from her2pcr.stats.roc import binary_labels
+
 
 def _checked(frame: pd.DataFrame, group_column: str, y_column: str, prob_column: str) -> pd.DataFrame:
     """The three columns, labels as int 0/1 and probabilities as float; ValueError naming the problem."""
@@ -23,17 +25,11 @@ def _checked(frame: pd.DataFrame, group_column: str, y_column: str, prob_column:
                          f"{y_column!r}, {prob_column!r}")
     if frame.empty:
         raise ValueError("frame has no rows")
-    y = frame[y_column]
-    if y.isna().any():
-        raise ValueError(f"{y_column} is missing for {int(y.isna().sum())} patient(s)")
-    y_values = pd.to_numeric(y, errors="coerce")
-    if y_values.isna().any() or not y_values.isin([0, 1]).all():
-        bad = sorted(map(str, y[y_values.isna() | ~y_values.isin([0, 1])].unique()))[:5]
-        raise ValueError(f"{y_column} must hold only 0 (non-pCR) and 1 (pCR), got {bad}")
+    y_values = binary_labels(frame[y_column].to_numpy(), y_column, both_classes=False)
     prob = pd.to_numeric(frame[prob_column], errors="coerce")
     if prob.isna().any():
         raise ValueError(f"{prob_column} is missing or not numeric for {int(prob.isna().sum())} patient(s)")
-    return pd.DataFrame({"group": frame[group_column], "y": y_values.astype(int), "p": prob.astype(float)})
+    return pd.DataFrame({"group": frame[group_column], "y": y_values, "p": prob.astype(float)}, index=frame.index)
 
 
 def _fraction(k: int, n: int) -> str:

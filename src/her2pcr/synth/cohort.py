@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from her2pcr.config import SimulateParams, SiteProtocol, load_sites
+from her2pcr.config import SimulateParams
+from her2pcr.preprocess.settings import Box, phase_names
 from her2pcr.synth.anatomy import LABEL, build_anatomy
 from her2pcr.synth.dicom_writer import write_exam
 from her2pcr.synth.exam import ExamImages
@@ -19,12 +20,13 @@ from her2pcr.synth.identity import fake_identity, study_date
 from her2pcr.synth.patients import PatientDraw, draw_case_control
 from her2pcr.synth.protocols import allocate_exactly, draw_acquisition, pert
 from her2pcr.synth.render import render_exam
+from her2pcr.synth.sites import SiteProtocol, load_sites
 
 BOX_INDEX_BASE = 1  # boxes.csv rows/columns/slices are 1-based and inclusive, like public collections
 BOX_JITTER_MM = 3.0
 CLINICAL_COLUMNS = ["patient_id", "age", "er", "pr", "stage", "lymph_node", "longest_diameter_mm",
                     "regimen", "pcr", "institution"]
-BOX_COLUMNS = ["patient_id", "row_start", "row_end", "column_start", "column_end", "slice_start", "slice_end"]
+BOX_COLUMNS = ["patient_id", *Box._fields]
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def render_task(task: ExamTask) -> tuple[ExamImages, dict, dict]:
         motion_mm=site.motion_mm, noise=task.noise,
     )
     box = {"patient_id": task.patient_id, **box_from_labels(anatomy.labels, rng, spacing, anatomy.centroid_vox)}
-    names = ["pre"] + [f"post{k}" for k in range(1, acq.n_post + 1)]
+    names = phase_names(acq.n_post + 1)
     exam = ExamImages(identity, acq, rendered.phases, names)
     truth = {
         "patient_id": task.patient_id, "institution": task.site_name, "pcr": draw.pcr, **draw.truth_row(),

@@ -16,10 +16,11 @@ import pydicom
 from pydicom.uid import CTImageStorage, generate_uid
 from scipy.ndimage import zoom
 
-from her2pcr.config import SimulateParams, SiteProtocol
+from her2pcr.config import SimulateParams
 from her2pcr.synth.cohort import ExamResult, ExamTask, patient_id
 from her2pcr.synth.exam import ExamImages
 from her2pcr.synth.patients import draw_patient
+from her2pcr.synth.sites import SiteProtocol
 
 FAULT_SITE = "inst1"
 FAULT_ID_OFFSET = 900  # fault patients are <site>-9NN, beyond any real cohort size here

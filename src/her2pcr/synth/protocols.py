@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from her2pcr.config import SiteProtocol
 from her2pcr.synth.exam import Acquisition
+from her2pcr.synth.sites import SiteProtocol
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 

@@ -126,3 +126,14 @@ def test_fingerprint_is_stable_and_tracks_the_config():
         for change in ({"n4_mode": "per_phase"}, {"n4_shrink_factor": 2}, {"input_size": 128}, {"channels": 1})
     }
     assert default not in others and len(others) == 4
+
+
+def test_fingerprint_follows_every_transform_setting_even_those_outside_the_config():
+    chain = PreprocessChain()
+    before = chain.fingerprint()
+    chain.bias.iterations = (10, 10, 10, 10)  # an N4 constant the config does not expose
+    assert chain.fingerprint() != before
+    chain.bias.iterations = PreprocessChain().bias.iterations
+    assert chain.fingerprint() == before
+    chain.crop.box_crop.clip = False  # a nested transform's setting
+    assert chain.fingerprint() != before

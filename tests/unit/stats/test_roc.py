@@ -81,7 +81,7 @@ def test_auc_equals_sklearn_and_is_symmetric():
         ([0, 0], [0.1, 0.2], "only class 0"),
         ([0, 1, 1], [0.1, 0.2], "length mismatch"),
         ([0, 1, 1], [0.1, np.nan, 0.3], "(scores|probabilities) contains NaN"),
-        ([0, np.nan, 1], [0.1, 0.2, 0.3], "y_true contains NaN"),
+        ([0, np.nan, 1], [0.1, 0.2, 0.3], "y_true is missing for 1 of 3 patients"),
         ([0, 2, 1], [0.1, 0.2, 0.3], "only 0"),
         ([0, 1, 1], [0.1, np.inf, 0.3], "infinite"),
         ([], [], "empty"),

@@ -6,9 +6,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
 
-from her2pcr.config import load_sites
 from her2pcr.synth.kinetics import extended_tofts
 from her2pcr.synth.patients import draw_patient
+from her2pcr.synth.sites import load_sites
 from tests.conftest import REPO, profile_simulate_params
 
 N_PATIENTS = 2500

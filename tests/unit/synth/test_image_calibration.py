@@ -25,11 +25,11 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from her2pcr.config import load_sites
 from her2pcr.synth.cohort import BOX_INDEX_BASE, ExamTask, render_task
 from her2pcr.synth.image_features import box_zero_based, exam_features
 from her2pcr.synth.patients import draw_case_control
 from her2pcr.synth.protocols import allocate_exactly
+from her2pcr.synth.sites import load_sites
 from tests.conftest import REPO, profile_simulate_params
 
 pytestmark = pytest.mark.slow

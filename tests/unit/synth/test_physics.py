@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from her2pcr.config import load_sites
 from her2pcr.synth.anatomy import LABEL, build_anatomy
 from her2pcr.synth.kinetics import curve_type, extended_tofts
 from her2pcr.synth.patients import draw_patient
 from her2pcr.synth.protocols import draw_acquisition
 from her2pcr.synth.render import TISSUE_KINETICS, render_exam, tissue_delay
 from her2pcr.synth.signal import NATIVE_T1_MS, PROTON_DENSITY, relaxation_rates, spgr_signal
+from her2pcr.synth.sites import load_sites
 from tests.conftest import REPO, profile_simulate_params
 
 SITES = load_sites(REPO / "conf" / "sites.yaml")

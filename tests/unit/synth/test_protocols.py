@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from her2pcr.config import load_sites
 from her2pcr.synth.protocols import allocate_exactly, draw_acquisition, pert
+from her2pcr.synth.sites import load_sites
 from tests.conftest import REPO
 
 SITES = load_sites(REPO / "conf" / "sites.yaml")
