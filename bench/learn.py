@@ -50,7 +50,7 @@ from her2pcr.config import CohortSize, load_params  # noqa: E402
 from her2pcr.features.pk import PKError, pk_features  # noqa: E402
 from her2pcr.preprocess.chain import PreprocessChain  # noqa: E402
 from her2pcr.stats.roc import delong, delong_paired  # noqa: E402
-from her2pcr.synth.cohort import plan_site, render_task  # noqa: E402
+from her2pcr.synth.cohort import code_fingerprint, plan_site, render_task  # noqa: E402
 from her2pcr.synth.patients import draw_patient  # noqa: E402
 from her2pcr.synth.sites import load_sites  # noqa: E402
 from her2pcr.training.data import StackSet, load_stacks, patient_probabilities  # noqa: E402
@@ -64,20 +64,15 @@ CLINICAL = ["hr_negative"]
 
 
 def synth_fingerprint() -> str:
-    import her2pcr.synth
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(her2pcr.synth.__file__).parent.glob("*.py")) + [REPO / "conf/sites.yaml"]:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+    """The simulator's code and the site protocols: a change of either renders the bench's exams again."""
+    return hashlib.sha256((code_fingerprint() + (REPO / "conf/sites.yaml").read_text()).encode()).hexdigest()[:12]
 
 
 def plan(simulate, sites, site_name: str, n: int, n_pcr: int, tag: int, root: Path):
     """Render tasks of ``n`` patients of one site's protocol, on a bench-only seed."""
     params = simulate.model_copy(update={"seed": simulate.seed + BENCH_SEED_OFFSET + tag,
                                          "cohorts": {site_name: CohortSize(n=n, n_pcr=n_pcr)}})
-    index = sorted(simulate.cohorts).index(site_name) + 1
-    tasks = plan_site(params, site_name, sites[site_name], index, root)
+    tasks = plan_site(params, site_name, sites[site_name], root)
     return [t.__class__(**{**t.__dict__, "patient_id": f"b{tag}-{t.patient_id}"}) for t in tasks]
 
 

@@ -49,8 +49,9 @@ def simulate(
     counts = simulate_cohorts(params, params.out_dir, progress=progress)
     elapsed = time.perf_counter() - start
     typer.echo(
-        f"simulate: {counts['exams']} exams ({counts['files']} DICOM files) for {counts['patients']} patients, "
-        f"{counts['faults']} injected faults, in {elapsed:.1f} s -> {params.out_dir}"
+        f"simulate: {counts['exams']} exams ({counts['rendered']} rendered, {counts['reused']} reused; "
+        f"{counts['files']} DICOM files) for {counts['patients']} patients, {counts['faults']} injected faults, "
+        f"in {elapsed:.1f} s -> {params.out_dir}"
     )
 
 
@@ -124,8 +125,9 @@ def register(params_file: Path = typer.Option(config.PARAMS_FILE, help="Paramete
     from her2pcr.registry.register import register_trained
 
     params = config.load_params(params_file)
-    version = register_trained(params.train.model_dir, params.train.processed_dir, params.registry, params.serve,
-                               params.tracking.uri)
+    train = params.train
+    version = register_trained(train.model_dir, train.processed_dir, train.train_cohorts + train.validation_cohorts,
+                               params.registry, params.serve, params.tracking.uri)
     typer.echo(f"register: {version.name} version {version.version} ({version.model_uri}) from run "
                f"{version.run_id} is @{params.registry.challenger_alias}")
 

@@ -344,6 +344,16 @@ class Params(Strict):
     serve: ServeParams
     validation: ValidateParams
 
+    @model_validator(mode="after")
+    def _training_reads_the_internal_cohorts(self) -> Params:
+        # tune, train and register depend on the internal cohorts' index files (dvc.yaml): nothing else
+        internal = {self.cohorts.internal.train, self.cohorts.internal.validation}
+        other = sorted(set(self.train.train_cohorts + self.train.validation_cohorts) - internal)
+        if other:
+            raise ValueError(f"train.train_cohorts / validation_cohorts name {other}, which are not the internal "
+                             f"cohorts {sorted(internal)} (cohorts.internal)")
+        return self
+
 
 SectionT = TypeVar("SectionT", bound=Strict)
 

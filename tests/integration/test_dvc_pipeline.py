@@ -1,6 +1,7 @@
 """`dvc repro` end to end on the tiny profile, in a fresh clone-like copy of the repository."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -113,6 +114,35 @@ def test_registry_stages_are_never_restored_from_the_run_cache(workspace):
     reverted = run(["dvc", "repro"], workspace)
     assert "Running stage 'validate@D3'" in reverted and "from run-cache" not in reverted
     assert tags_agree_with_metrics() == before
+
+
+def test_a_new_external_cohort_runs_only_its_own_stages(workspace):
+    """A site added to conf/sites.yaml and cohorts.external: its patients are simulated (the others reused), and
+    neither tune nor train nor register runs again; only the new cohort's validation and the cross-cohort stages."""
+    run(["dvc", "repro"], workspace)
+    params_file, sites_file = workspace / "params.yaml", workspace / "conf" / "sites.yaml"
+    original = params_file.read_text(), sites_file.read_text()
+    sites = yaml.safe_load(original[1])
+    sites["inst6"] = sites["inst5"]
+    sites_file.write_text(yaml.safe_dump(sites, sort_keys=False))
+    params = yaml.safe_load(original[0])
+    params["simulate"]["cohorts"]["inst6"] = {"n": 4, "n_pcr": 2}
+    params["cohorts"]["external"]["D5"] = ["inst6"]
+    for section in ("evaluate", "report"):
+        params[section]["cohorts"] = [*params[section]["cohorts"], "D5"]
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = run(["dvc", "repro"], workspace)
+        ran = set(re.findall(r"Running stage '([^']+)'", out))
+        assert {"simulate", "preprocess", "evaluate", "report", "validate@D5"} <= ran
+        assert not ran & {"tune", "train", "register", "validate@D3", "validate@D4"}, ran
+        assert "4 rendered" in out  # the other exams were reused, not simulated again
+        gate = json.loads((workspace / "metrics" / "gate" / "D5.json").read_text())
+        assert gate["n"] == 4
+    finally:
+        params_file.write_text(original[0])
+        sites_file.write_text(original[1])
+    run(["dvc", "repro"], workspace)
 
 
 def test_dvc_push_to_the_default_local_remote(workspace):

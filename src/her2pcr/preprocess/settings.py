@@ -45,6 +45,8 @@ def phase_names(n_phases: int) -> list[str]:
 
 #: The processed folder's record of the chain that made it (settings and fingerprint).
 CHAIN_FILE = "chain.json"
+#: The processed folder's per-cohort index files: <cohort>.parquet, each cohort's rows of index.parquet.
+COHORTS_DIR = "cohorts"
 
 
 class PreprocessConfig(BaseModel):

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from her2pcr.config import PreprocessParams
 from her2pcr.preprocess.chain import PreprocessChain
-from her2pcr.preprocess.settings import CHAIN_FILE, Box
+from her2pcr.preprocess.settings import CHAIN_FILE, COHORTS_DIR, Box
 
 #: The chain that made the outputs; train freezes it into the served model.
 
@@ -69,6 +69,21 @@ def _run(args: tuple[Job, PreprocessParams]) -> tuple[str, dict[str, int]]:
     return job.patient_id, {name: len(array) for name, array in stacks.items()}
 
 
+def write_cohort_indexes(index: pd.DataFrame, folder: Path) -> None:
+    """Each cohort's rows of the index in its own file (``read_index(..., cohorts)``), the only ones removed or
+    rewritten being those of cohorts that changed, so a stage of other cohorts sees unchanged files."""
+    folder.mkdir(exist_ok=True)
+    cohorts = set(index.cohort.dropna())
+    for stale in folder.glob("*.parquet"):
+        if stale.stem not in cohorts:
+            stale.unlink()
+    for cohort in sorted(cohorts):
+        path = folder / f"{cohort}.parquet"
+        rows = index[index.cohort == cohort].sort_index().reset_index()
+        if not (path.exists() and pd.read_parquet(path).equals(rows)):
+            rows.to_parquet(path, index=False)
+
+
 def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int]:
     """Write data/processed/<patient>.npz and index.parquet; reuse outputs whose inputs did not change."""
     clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
@@ -82,7 +97,7 @@ def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int
         out_path = params.out_dir / f"{pid}.npz"
         key = cache_key(exam_path, box, fingerprint)
         (reused if stored_key(out_path) == key else jobs).append(Job(str(pid), exam_path, box, out_path, key))
-    wanted = {f"{pid}.npz" for pid in clinical.index} | {"index.parquet", CHAIN_FILE}
+    wanted = {f"{pid}.npz" for pid in clinical.index} | {"index.parquet", CHAIN_FILE, COHORTS_DIR}
     for stale in params.out_dir.iterdir():
         if stale.name not in wanted:
             stale.unlink()
@@ -101,6 +116,7 @@ def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int
     keys = {job.patient_id: job.key for job in jobs + reused}
     index["key"] = [keys[pid] for pid in index.index]
     index.reset_index().to_parquet(params.out_dir / "index.parquet", index=False)
+    write_cohort_indexes(index, params.out_dir / COHORTS_DIR)
     (params.out_dir / CHAIN_FILE).write_text(json.dumps(
         {"config": chain.config.model_dump(mode="json"), "fingerprint": fingerprint}, indent=1),
         encoding="utf-8")

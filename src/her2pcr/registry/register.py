@@ -145,15 +145,16 @@ def register_model(model_dir: Path, run_id: str, training: dict, phases: list[st
     return record
 
 
-def example_stacks(processed_dir: Path, phases: list[str], patients: list[str]) -> dict[str, np.ndarray]:
-    """The processed inputs of the first of ``patients``: the registered input example."""
+def example_stacks(processed_dir: Path, cohorts: list[str], phases: list[str],
+                   patients: list[str]) -> dict[str, np.ndarray]:
+    """The processed inputs of the first of ``patients`` (of the training ``cohorts``): the input example."""
     from her2pcr.training.data import load_stacks, read_index
 
-    return load_stacks(processed_dir, patients[:1], phases, read_index(processed_dir).pcr).inputs
+    return load_stacks(processed_dir, patients[:1], phases, read_index(processed_dir, cohorts).pcr).inputs
 
 
-def register_trained(model_dir: Path, processed_dir: Path, registry: RegistryParams, serve: ServeParams,
-                     tracking_uri: str) -> RegisteredVersion:
+def register_trained(model_dir: Path, processed_dir: Path, cohorts: list[str], registry: RegistryParams,
+                     serve: ServeParams, tracking_uri: str) -> RegisteredVersion:
     """The register stage: the model train saved in ``model_dir`` becomes a new version, logged to its run.
 
     A stage of its own so that the served threshold, the request limits or the alias names re-register the
@@ -170,7 +171,8 @@ def register_trained(model_dir: Path, processed_dir: Path, registry: RegistryPar
         raise ValueError(f"{processed_dir} was made by chain {chain['fingerprint']}, the model in {model_dir} was "
                          f"trained on chain {training['chain_fingerprint']}: re-run train")
     phases = training["phases"].split(",")
-    example = example_stacks(processed_dir, phases, training.get("validation_patients") or training["train_patients"])
+    example = example_stacks(processed_dir, cohorts, phases,
+                             training.get("validation_patients") or training["train_patients"])
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=training["run_id"]):
         return register_model(model_dir, training["run_id"], training, phases, chain["config"], example, registry,

@@ -7,6 +7,7 @@ The guard, a plain ASGI middleware around MLflow's app:
 
 - refuses a body over the limit with 413 before reading it (by its Content-Length) or as soon as
   the bytes read pass the limit (a chunked body); the rest is discarded as it arrives, never kept;
+- refuses fractional or boolean box values (MLflow would cast 3.5 to 3 and ``true`` to 1);
 - rewrites every error answer of ``/invocations`` to ``{"error_code", "message"}``: the model's
   own message (which names the field and the reason, never a value), no stack trace, any run of
   the request's own bytes removed, at most ``MAX_MESSAGE_CHARS`` characters.
@@ -19,6 +20,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
+
+from her2pcr.serving.model import BOX_FIELDS
 
 MAX_MESSAGE_CHARS = 400
 MB = 1024 * 1024
@@ -58,6 +61,31 @@ def safe_message(raw: bytes, request: bytes) -> tuple[str, str]:
     return str(payload.get("error_code", "BAD_REQUEST")), message or "the request was refused"
 
 
+def box_problem(request: bytes, content_type: bytes) -> str | None:
+    """Why a JSON request's box values cannot be used, or None. MLflow casts the signature's integer columns with
+    ``astype``, so 3.5 would arrive as 3 and ``true`` as 1: a fractional or boolean box value is refused here,
+    before that cast, naming the row and the column."""
+    if not content_type.startswith(b"application/json"):
+        return None
+    try:
+        payload = json.loads(request)
+    except ValueError:
+        return None  # MLflow answers a body that is not JSON (and the guard trims that answer)
+    if not isinstance(payload, dict):
+        return None
+    rows: list = []
+    if isinstance(payload.get("dataframe_records"), list):
+        rows = [r for r in payload["dataframe_records"] if isinstance(r, dict)]
+    elif isinstance(split := payload.get("dataframe_split"), dict) and isinstance(split.get("columns"), list):
+        rows = [dict(zip(split["columns"], r, strict=False)) for r in split.get("data") or [] if isinstance(r, list)]
+    for position, row in enumerate(rows):
+        for field in BOX_FIELDS:
+            value = row.get(field)
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                return f"row {position}: box column {field} must be an integer, got {json.dumps(value)}"
+    return None
+
+
 class RequestGuard:
     """ASGI middleware: body limit and non-echoing errors on ``/invocations``."""
 
@@ -87,6 +115,9 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         request = bytes(body)
+        if (problem := box_problem(request, headers.get(b"content-type", b""))) is not None:
+            await _send_json(send, 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": problem})
+            return
         replayed = False
 
         async def replay() -> dict:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +64,16 @@ def patient_id(site_name: str, k: int) -> str:
     return f"{site_name}-{k:03d}"
 
 
-def plan_site(params: SimulateParams, site_name: str, site: SiteProtocol, site_index: int,
-              dicom_root: Path) -> list[ExamTask]:
+def site_seed(site_name: str) -> int:
+    """A site's seed word, from its name (not its rank among the sites): adding or removing a site leaves every
+    other site's patients exactly as they were."""
+    return int.from_bytes(hashlib.sha256(site_name.encode()).digest()[:4], "big")
+
+
+def plan_site(params: SimulateParams, site_name: str, site: SiteProtocol, dicom_root: Path) -> list[ExamTask]:
     """Draw a site's patients (case-control quotas) and their exact-count categorical assignments."""
     size = params.cohorts[site_name]
+    site_index = site_seed(site_name)
     rng = np.random.default_rng(np.random.SeedSequence([params.seed, site_index, 0]))
     draws = draw_case_control(rng, params.truth, site.pcr_logit_offset, size.n, size.n_pcr)
     regimens = allocate_exactly(rng, size.n, site.regimen)
@@ -167,17 +176,30 @@ def simulate_cohorts(params: SimulateParams, out_dir: Path, progress: bool = Tru
         raise ValueError(f"cohorts name sites missing from {params.sites_file}: {sorted(unknown)}")
     dicom_root = out_dir / "dicom"
     tasks: list[ExamTask] = []
-    for index, name in enumerate(sorted(params.cohorts)):
-        tasks += plan_site(params, name, sites[name], index + 1, dicom_root)
+    for name in sorted(params.cohorts):
+        tasks += plan_site(params, name, sites[name], dicom_root)
     fault_tasks = plan_faults(params, sites, dicom_root)
     all_tasks = tasks + fault_tasks
     image_tasks = [t for t in all_tasks if t.fault != "manifest_without_images"]
 
+    # An exam rendered before from the same inputs is kept as it is (faulty exams, whose files are altered after
+    # writing, are always written again); every other exam is written into an empty folder.
+    cache = ExamCache(out_dir / CACHE_DIR, dicom_root)
+    cache.remove_all_but({t.patient_id for t in image_tasks if t.fault is None})
+    keys = {t.patient_id: exam_key(t) for t in image_tasks}
     results: dict[str, ExamResult] = {}
+    for task in image_tasks:
+        if task.fault is None and (reused := cache.load(task.patient_id, keys[task.patient_id])) is not None:
+            results[task.patient_id] = reused
+    todo = [t for t in image_tasks if t.patient_id not in results]
+    for task in todo:
+        shutil.rmtree(dicom_root / task.patient_id, ignore_errors=True)
     with ProcessPoolExecutor(max_workers=params.workers) as pool:
-        for result in tqdm(pool.map(run_task, image_tasks, chunksize=1), total=len(image_tasks),
-                           desc="simulate", unit="exam", disable=not progress):
+        for task, result in zip(todo, tqdm(pool.map(run_task, todo, chunksize=1), total=len(todo), desc="simulate",
+                                          unit="exam", disable=not progress), strict=True):
             results[result.patient_id] = result
+            if task.fault is None:
+                cache.save(result, keys[result.patient_id])
 
     clinical = pd.DataFrame([clinical_row(t) for t in all_tasks], columns=CLINICAL_COLUMNS)
     boxes = [results[t.patient_id].box if t.patient_id in results else _placeholder_box(t, params)
@@ -193,7 +215,63 @@ def simulate_cohorts(params: SimulateParams, out_dir: Path, progress: bool = Tru
     truth.to_csv(out_dir / "truth.csv", index=False)
     pd.DataFrame(fault_rows, columns=["patient_id", "fault", "detail"]).to_csv(out_dir / "faults.csv", index=False)
     n_files = sum(len(r.files) for r in results.values())
-    return {"patients": len(all_tasks), "exams": len(results), "files": n_files, "faults": len(fault_tasks)}
+    return {"patients": len(all_tasks), "exams": len(results), "files": n_files, "faults": len(fault_tasks),
+            "rendered": len(todo), "reused": len(image_tasks) - len(todo)}
+
+
+CACHE_DIR = ".exams"  # beside dicom/: ingest reads dicom/ only
+
+
+def code_fingerprint() -> str:
+    """Hash of the simulator's code: an exam rendered by other code is rendered again."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def exam_key(task: ExamTask) -> str:
+    """Everything an exam's files depend on: the task (patient draw, protocol, seeds, sizes, fault) and the code."""
+    fields = {k: v for k, v in dataclasses.asdict(task).items() if k != "dicom_root"}
+    return hashlib.sha256(repr((sorted(fields.items()), code_fingerprint())).encode()).hexdigest()[:24]
+
+
+class ExamCache:
+    """Per exam, the key it was rendered from, its box and truth rows and its files (``<cache>/<pid>.json``)."""
+
+    def __init__(self, folder: Path, dicom_root: Path) -> None:
+        self.folder, self.dicom_root = folder, dicom_root
+
+    def load(self, pid: str, key: str) -> ExamResult | None:
+        record = self.folder / f"{pid}.json"
+        if not record.exists():
+            return None
+        stored = json.loads(record.read_text(encoding="utf-8"))
+        files = [self.dicom_root / f for f in stored["files"]]
+        if stored["key"] != key or not all(f.exists() for f in files):
+            return None
+        return ExamResult(pid, stored["box"], stored["truth"], files)
+
+    def save(self, result: ExamResult, key: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        record = {"key": key, "box": result.box, "truth": result.truth,
+                  "files": [f.relative_to(self.dicom_root).as_posix() for f in result.files]}
+        (self.folder / f"{result.patient_id}.json").write_text(json.dumps(record, default=_plain), encoding="utf-8")
+
+    def remove_all_but(self, keep: set[str]) -> None:
+        """Only the exams of ``keep`` stay (DICOM folder and record): the others are no longer planned (or are
+        faulty exams, written again), and a folder without a record is a leftover of an interrupted run."""
+        for folder in (self.dicom_root.iterdir() if self.dicom_root.exists() else []):
+            if folder.name not in keep or not (self.folder / f"{folder.name}.json").exists():
+                shutil.rmtree(folder)
+        for record in (self.folder.glob("*.json") if self.folder.exists() else []):
+            if record.stem not in keep:
+                record.unlink()
+
+
+def _plain(value):
+    """numpy scalars in box and truth rows as Python numbers."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 def _placeholder_box(task: ExamTask, params: SimulateParams) -> dict:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from her2pcr.preprocess.settings import COHORTS_DIR
+
 
 @dataclass
 class StackSet:
@@ -30,8 +32,20 @@ class StackSet:
         return pd.Series(self.labels, index=self.patient_ids).groupby(level=0).first().sort_index()
 
 
-def read_index(processed_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(processed_dir / "index.parquet").set_index("patient_id")
+
+
+def read_index(processed_dir: Path, cohorts: list[str] | None = None) -> pd.DataFrame:
+    """The processed exams' index (cohort, pcr, n_stacks, phases, cache key per patient). With ``cohorts``, only
+    theirs, read from the per-cohort files: a stage that uses some cohorts depends on those files only, so a new
+    external cohort does not re-run training."""
+    if cohorts is None:
+        return pd.read_parquet(processed_dir / "index.parquet").set_index("patient_id")
+    files = [processed_dir / COHORTS_DIR / f"{cohort}.parquet" for cohort in dict.fromkeys(cohorts)]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"no processed exams for cohort file(s) {missing}: run preprocess (or check the "
+                                "cohort names)")
+    return pd.concat([pd.read_parquet(f) for f in files]).set_index("patient_id")
 
 
 def spread_slice_indices(n_stacks: int, limit: int | None) -> np.ndarray:

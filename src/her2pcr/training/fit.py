@@ -238,7 +238,7 @@ def fit(params: TrainParams, on_epoch=None, extra_callbacks: list | None = None,
     the validation cohorts as a holdout.
     """
     seed_everything(params)
-    index = read_index(params.processed_dir)
+    index = read_index(params.processed_dir, params.train_cohorts + params.validation_cohorts)
     phases = list(params.phases)
     if split is None:
         train_ids = patients_of(index, params.train_cohorts, phases)

@@ -36,9 +36,7 @@ def study_inputs(base: TrainParams, tune: TuneParams) -> str:
     a re-run after any of them changed starts a new study in the same storage; a plain re-run resumes."""
     from her2pcr.training.data import read_index
 
-    index = read_index(base.processed_dir)
-    cohorts = set(base.train_cohorts) | set(base.validation_cohorts)
-    keys = index[index.cohort.isin(cohorts)].key.sort_index()
+    keys = read_index(base.processed_dir, base.train_cohorts + base.validation_cohorts).key.sort_index()
     content = {"exams": [f"{pid}:{key}" for pid, key in keys.items()],
                "tune": tune.model_dump(mode="json", exclude=set(RUN_SETTINGS)),
                "train": base.model_dump(mode="json", exclude={"model_dir", "best_params_file", "epochs",

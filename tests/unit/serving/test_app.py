@@ -28,7 +28,8 @@ async def echoing_app(scope, receive, send):
 def call(app, body: bytes, chunk: int | None = None, declared: bool = True):
     """(status, JSON answer, bytes the app had received when it answered) of one POST /invocations."""
     parts = [body[i:i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
-    headers = [(b"content-length", str(len(body)).encode())] if declared else []
+    headers = [(b"content-type", b"application/json")]
+    headers += [(b"content-length", str(len(body)).encode())] if declared else []
     sent, received = [], []
 
     async def receive():
@@ -75,3 +76,19 @@ def test_schema_and_json_wrappers_and_long_messages_are_trimmed():
     assert SECRET[:20] not in safe_message(json.dumps(malformed).encode(), SECRET.encode())[1]
     long = {"message": "x " * 5000}
     assert len(safe_message(json.dumps(long).encode(), b"")[1]) <= MAX_MESSAGE_CHARS
+
+
+def test_fractional_and_boolean_box_values_are_refused_before_mlflow_casts_them():
+    from her2pcr.serving.app import box_problem
+
+    json_type = b"application/json"
+    records = {"dataframe_records": [{"dicom_zip": "x", "row_start": 3, "row_end": 9.0}, {"row_start": 3.5}]}
+    assert box_problem(json.dumps(records).encode(), json_type) == \
+        "row 1: box column row_start must be an integer, got 3.5"
+    split = {"dataframe_split": {"columns": ["dicom_zip", "slice_end"], "data": [["x", True]]}}
+    assert box_problem(json.dumps(split).encode(), json_type) == \
+        "row 0: box column slice_end must be an integer, got true"
+    assert box_problem(b'{"dataframe_records": [{"row_start": 4}]}', json_type) is None
+    assert box_problem(b"not json", json_type) is None and box_problem(b"row_start\n3.5", b"text/csv") is None
+    status, answer, _ = call(RequestGuard(echoing_app, 10**6), json.dumps(records).encode())
+    assert status == 400 and answer["message"].startswith("row 1: box column row_start")

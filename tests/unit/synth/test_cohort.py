@@ -104,3 +104,28 @@ def test_every_fault_is_injected_once_at_least(fault_cohort):
     assert len({h.SeriesInstanceUID for h in unordered}) > 1
     assert len({h.SeriesNumber for h in unordered}) == 1 and len({h.SeriesDescription for h in unordered}) == 1
     assert not any(t in h for h in unordered for t in ("AcquisitionTime", "ContentTime", "TriggerTime"))
+
+
+def test_a_rerun_reuses_unchanged_exams_and_a_new_site_leaves_the_others_as_they_were(tmp_path):
+    from her2pcr.config import CohortSize
+
+    out = tmp_path / "synthetic"
+    small = {"inst1": CohortSize(n=2, n_pcr=1), "inst2": CohortSize(n=2, n_pcr=1)}
+    params = profile_simulate_params("tiny", out, cohorts=small, matrix=32, slices=8, workers=1)
+    first = simulate_cohorts(params, out, progress=False)
+    assert first["rendered"] == 4 and first["reused"] == 0
+    files = {p: p.stat().st_mtime_ns for p in (out / "dicom").rglob("*.dcm")}
+    boxes = pd.read_csv(out / "boxes.csv")
+    again = simulate_cohorts(params, out, progress=False)
+    assert again["rendered"] == 0 and again["reused"] == 4
+    assert {p: p.stat().st_mtime_ns for p in (out / "dicom").rglob("*.dcm")} == files  # not even rewritten
+    pd.testing.assert_frame_equal(pd.read_csv(out / "boxes.csv"), boxes)
+
+    wider = params.model_copy(update={"cohorts": {**small, "inst3": CohortSize(n=1, n_pcr=0)}})
+    added = simulate_cohorts(wider, out, progress=False)
+    assert added["rendered"] == 1 and added["reused"] == 4  # seeds follow the site's name, not its rank
+    assert all(p.stat().st_mtime_ns == t for p, t in files.items())
+    pd.testing.assert_frame_equal(pd.read_csv(out / "boxes.csv").iloc[:4], boxes)
+
+    simulate_cohorts(params, out, progress=False)  # the site removed again: its exam leaves the source
+    assert {p.name for p in (out / "dicom").iterdir()} == set(boxes.patient_id)
