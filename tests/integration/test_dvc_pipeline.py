@@ -118,7 +118,8 @@ def test_registry_stages_are_never_restored_from_the_run_cache(workspace):
 
 def test_a_new_external_cohort_runs_only_its_own_stages(workspace):
     """A site added to conf/sites.yaml and cohorts.external: its patients are simulated (the others reused), and
-    neither tune nor train nor register runs again; only the new cohort's validation and the cross-cohort stages."""
+    neither tune nor train nor register runs again. (validate@D3 and @D4 still re-run: they read the whole interim
+    clinical and acquisition tables, which gain the new rows.)"""
     run(["dvc", "repro"], workspace)
     params_file, sites_file = workspace / "params.yaml", workspace / "conf" / "sites.yaml"
     original = params_file.read_text(), sites_file.read_text()
@@ -135,14 +136,13 @@ def test_a_new_external_cohort_runs_only_its_own_stages(workspace):
         out = run(["dvc", "repro"], workspace)
         ran = set(re.findall(r"Running stage '([^']+)'", out))
         assert {"simulate", "preprocess", "evaluate", "report", "validate@D5"} <= ran
-        assert not ran & {"tune", "train", "register", "validate@D3", "validate@D4"}, ran
+        assert not ran & {"tune", "train", "register"}, ran
         assert "4 rendered" in out  # the other exams were reused, not simulated again
         gate = json.loads((workspace / "metrics" / "gate" / "D5.json").read_text())
         assert gate["n"] == 4
-    finally:
+    finally:  # the next test's repro returns to the tiny cohorts
         params_file.write_text(original[0])
         sites_file.write_text(original[1])
-    run(["dvc", "repro"], workspace)
 
 
 def test_dvc_push_to_the_default_local_remote(workspace):
@@ -174,9 +174,10 @@ def test_metrics_and_plots_are_declared_for_dvc(workspace):
     assert files["metrics/gate/D3.json"]["data"]["gate"] in {"pass", "fail"}
     assert len(run_command(["dvc", "metrics", "show"], workspace).stdout.splitlines()) < 10
     # `dvc plots show`: one ROC chart per cohort with a line per model, and the training curves
-    plots = json.loads(run_command(["dvc", "plots", "show", "--json"], workspace).stdout)
-    assert {f"plots/roc/{c}.csv" for c in ("D1", "D2", "D3", "D4")} | {"models/cnn/history.csv"} <= set(plots)
-    d1 = json.dumps(plots["plots/roc/D1.csv"])
+    plots = json.loads(run_command(["dvc", "plots", "show", "--json"], workspace).stdout)["data"]
+    wanted = [f"plots/roc/{c}.csv" for c in ("D1", "D2", "D3", "D4")] + ["models/cnn/history.csv"]
+    assert sorted(plot.removeprefix("dvc.yaml::") for plot in plots) == sorted(wanted)  # each drawn once
+    d1 = json.dumps(next(v for k, v in plots.items() if k.endswith("plots/roc/D1.csv")))
     assert all(f'"model": "{m}"' in d1 for m in ("cnn", "clinical_significant", "oracle"))
     run(["dvc", "plots", "show", "-o", "plots-html"], workspace)
     assert (workspace / "plots-html" / "index.html").exists()

@@ -264,6 +264,20 @@ def _firth(X: np.ndarray, y: np.ndarray, max_iter: int = 200, tol: float = 1e-8,
     return beta, np.linalg.inv(info), converged
 
 
+def aliased_variables(X: pd.DataFrame) -> list[str]:
+    """Columns that are linear combinations of the intercept and the columns before them (a small training set
+    can make, say, stage a copy of lymph-node status): no fit can estimate them."""
+    kept: list[np.ndarray] = [np.ones(len(X))]
+    aliased = []
+    for name in X.columns:
+        candidate = np.column_stack([*kept, X[name].to_numpy(dtype=float)])
+        if np.linalg.matrix_rank(candidate) == candidate.shape[1]:
+            kept.append(X[name].to_numpy(dtype=float))
+        else:
+            aliased.append(name)
+    return aliased
+
+
 #: A maximum-likelihood fit whose fitted probabilities come this close to 0 or 1 is treated as separated.
 FITTED_PROBABILITY_FLOOR = 1e-6
 
@@ -294,6 +308,11 @@ def fit_logistic(
     constant = [v for v in variables if X[v].nunique() < 2]
     if constant:
         raise ValueError(f"variable(s) {constant} take a single value in the training data")
+    aliased = aliased_variables(X)
+    if aliased:  # as R's glm aliases them: the others are estimable, these add nothing the design can tell apart
+        notes.append(f"left out, collinear with the other variables in the training data: {aliased}")
+        variables = [v for v in variables if v not in aliased]
+        X = X[variables]
     design = sm.add_constant(X, has_constant="add")
     problem = None
     with warnings.catch_warnings(record=True) as caught:

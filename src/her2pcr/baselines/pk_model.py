@@ -31,6 +31,7 @@ The random forest dominates the run time (~1 ms a tree on these sizes).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -52,6 +53,8 @@ from sklearn.svm import SVC
 
 from her2pcr.baselines.ranking import RANKERS, validate_xy
 from her2pcr.stats.roc import auc
+
+log = logging.getLogger(__name__)
 
 CLASSIFIERS: tuple[str, ...] = ("lda", "qda", "dlda", "dqda", "logistic", "svm", "random_forest")
 NON_FEATURE_COLUMNS = ("cohort", "pcr")
@@ -222,7 +225,10 @@ def _validated(train_X, train_y, valid_X, valid_y) -> tuple[pd.DataFrame, np.nda
     if yv.ndim != 1 or yv.size != len(Xv) or not np.isin(yv, (0, 1)).all():
         raise ValueError("valid_y must be 1-D 0/1 labels, one per row of valid_X")
     if yv.min() == yv.max():
-        raise ValueError("the validation cohort needs both pCR and non-pCR patients for an AUC")
+        # a small validation cohort whose PK-scored patients are one class has no AUC: every validation_auc is
+        # NaN and the choice falls to the cross-validated AUC in D1 (said in the log, visible in pk_search.csv)
+        log.warning("the validation cohort's %d PK-scored patients are all %s: the PK model is chosen on the "
+                    "cross-validated AUC alone", yv.size, "pCR" if yv[0] else "non-pCR")
     return X, y, Xv, yv.astype(int)
 
 

@@ -147,6 +147,15 @@ def test_a_converged_fit_with_fitted_probabilities_of_0_or_1_is_treated_as_separ
     assert abs(fit.coefficients().set_index("term").loc["cnn_probability", "coef"]) < 30
 
 
+def test_a_collinear_variable_is_left_out_with_a_note_not_a_crash():
+    train = clinical(n=40, seed=3)
+    train["pr"] = train["er"]  # in a small training set one variable can copy another
+    fit = fit_logistic(train, ["er", "pr", "age"])
+    assert fit.variables == ["er", "age"] and any("collinear" in note and "pr" in note for note in fit.notes)
+    assert np.isfinite(fit.coefficients()[["coef", "se"]].to_numpy()).all()
+    assert fit.predict(train).between(0, 1).all()
+
+
 def test_firth_solves_the_penalised_score_equation_and_shrinks_towards_zero():
     rng = np.random.default_rng(6)
     X = sm.add_constant(rng.standard_normal((40, 2)))

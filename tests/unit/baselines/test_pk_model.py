@@ -123,8 +123,6 @@ def test_bad_arguments_are_named():
         search_pk_models(X, train.pcr, Xv, valid.pcr, n_features=[60])
     with pytest.raises(ValueError, match="lack training column"):
         search_pk_models(X, train.pcr, Xv.drop(columns="pk00"), valid.pcr)
-    with pytest.raises(ValueError, match="both pCR and non-pCR"):
-        search_pk_models(X, train.pcr, Xv, np.zeros(len(Xv), int))
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)
@@ -185,3 +183,14 @@ def test_impute_features_uses_training_medians_and_drops_empty_columns():
     assert train_i.iloc[0, 0] == valid_i.iloc[0, 0] == train.iloc[1:, 0].median()
     assert valid_i.iloc[1, 2] == train.iloc[:, 2].median()
     assert np.isfinite(valid_i.to_numpy()).all() and valid_i.index.equals(valid.index)
+
+
+def test_a_one_class_validation_cohort_leaves_the_choice_to_the_cross_validated_auc():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(40, 6)), columns=[f"f{i}" for i in range(6)])
+    y = (X.f0 + rng.normal(scale=0.5, size=40) > 0).astype(int).to_numpy()
+    results, chosen = search_pk_models(X, y, X.iloc[:5], np.ones(5, int), n_features=range(2, 4), cv_folds=3,
+                                       rankings=["ttest"], classifiers=["lda", "logistic"])
+    assert results.validation_auc.isna().all()
+    best = results[results.best_for_classifier].sort_values("cv_auc_mean", ascending=False).iloc[0]
+    assert (chosen.classifier, chosen.n_features) == (best.classifier, best.n_features)

@@ -77,6 +77,16 @@ def validated(tiny_processed, tmp_path_factory):
     return params, version, outputs
 
 
+def three_tesla_patient(params) -> str:
+    """The tiny D3's one 3 T patient, while D1 is all 1.5 T (what the protocol-shift checks rely on)."""
+    acquisition = pd.read_parquet(params.validation.interim_dir / "acquisition.parquet").set_index("patient_id")
+    clinical = pd.read_parquet(params.validation.interim_dir / "clinical.parquet").set_index("patient_id")
+    field = acquisition.field_strength_t.loc[clinical.index]
+    assert set(field[clinical.cohort == "D1"]) == {1.5}
+    (patient,) = field.index[(clinical.cohort == "D3") & (field == 3.0)]
+    return patient
+
+
 def test_metrics_file_holds_metrics_correlations_quality_and_gate(validated):
     params, version, outputs = validated
     text = (params.validation.metrics_dir / "D3.json").read_text()
@@ -95,9 +105,10 @@ def test_metrics_file_holds_metrics_correlations_quality_and_gate(validated):
     assert {e["column"] for e in quality["expectations"]} >= {"has_pre", "has_post3", "n_stacks", "voi_row_mm",
                                                              "input_pre_mean", "input_post3_p99"}
     assert not any(e["column"] == "field_strength_t" for e in quality["expectations"])
-    # The tiny D1 is all 1.5 T and inst2-004 is 3 T: a protocol shift, named with its value and the training
+    # The tiny D1 is all 1.5 T and one D3 patient is 3 T: a protocol shift, named with its value and the training
     # set, and a warning rather than a data-quality failure.
-    assert {"patient_id": "inst2-004", "column": "field_strength_t", "value": 3.0, "expected": "one of {1.5}",
+    three_tesla = three_tesla_patient(params)
+    assert {"patient_id": three_tesla, "column": "field_strength_t", "value": 3.0, "expected": "one of {1.5}",
             "expectation": "expect_column_values_to_be_in_set"} in protocol["violations"]
     assert not any(v["column"] == "field_strength_t" for v in quality["violations"])
     assert set(quality["outside_patients"]) == {v["patient_id"] for v in quality["violations"]}
@@ -128,7 +139,8 @@ def test_report_and_data_docs_are_written(validated):
     html = (out / "report.html").read_text()
     assert html.index("Gate: PASS") < html.index("Protocol shift warnings") < html.index("Model metrics") \
         < html.index("Data quality") < html.index("Acquisition protocol (warnings only)")
-    assert "inst2-004" in html and "field_strength_t: unseen value 3" in html and "data:image/png;base64" in html
+    assert three_tesla_patient(params) in html and "field_strength_t: unseen value 3" in html
+    assert "data:image/png;base64" in html
     assert (out / "docs" / "index.html").exists()
     assert (out / "data_quality.json").exists() and (out / "protocol.json").exists()
 
