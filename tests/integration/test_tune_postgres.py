@@ -176,7 +176,10 @@ def _storage(url: str):
 def load_study(storage_url: str):
     import optuna
 
-    return optuna.load_study(study_name=STUDY, storage=_storage(storage_url))  # a fresh cache on every load
+    storage = _storage(storage_url)  # a fresh cache on every load
+    (name,) = optuna.study.get_all_study_names(storage)  # <study_name>-<digest of its inputs>
+    assert name.startswith(f"{STUDY}-")
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def nested_runs(tracking_uri: str, parent_id: str) -> dict[int, list]:
@@ -264,5 +267,5 @@ def test_concurrent_workers_then_a_killed_worker(workspace):
     assert all(len(runs) == 1 for runs in by_trial.values())
     assert set(range(6)) | {7} <= set(by_trial) <= set(range(8))
     assert by_trial[7][0].data.tags.get("trial_state") == "COMPLETE"
-    assert optuna.study.get_all_study_names(_storage(workspace.storage)) == [STUDY]
+    assert [n.rsplit("-", 1)[0] for n in optuna.study.get_all_study_names(_storage(workspace.storage))] == [STUDY]
     _storage(workspace.storage).engine.dispose()

@@ -65,20 +65,13 @@ def flatten(prefix: str, value, out: dict | None = None) -> dict:
     return out
 
 
-def log_cohorts(processed_dir: Path, cohorts: list[str], context: str, run_id: str | None = None) -> None:
-    """Log the cohorts' index (patients, labels, exam cache keys) as an MLflow dataset input of the run, so the UI's
-    Dataset column says what it trained, tuned or was validated on; its name carries the data's DVC hash."""
+def log_cohorts(processed_dir: Path, cohorts: list[str], context: str) -> None:
+    """Log the cohorts' index (patients, labels, exam cache keys) as an MLflow dataset input of the active run, so
+    the UI's Dataset column says what it trained, tuned or was evaluated on; its name carries the data's DVC hash."""
     import mlflow
-    from mlflow.entities import DatasetInput, InputTag
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     index = pd.read_parquet(processed_dir / "index.parquet")
     frame = index[index.cohort.isin(cohorts)][["patient_id", "cohort", "pcr", "key"]].reset_index(drop=True)
     version, _ = data_version(processed_dir)
-    dataset = mlflow.data.from_pandas(frame, source=str(processed_dir), targets="pcr",
-                                      name=f"{'+'.join(cohorts)}@{version[:12]}")
-    if run_id is None:
-        mlflow.log_input(dataset, context=context)
-    else:
-        mlflow.MlflowClient().log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
-                                                               [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+    mlflow.log_input(mlflow.data.from_pandas(frame, source=str(processed_dir), targets="pcr",
+                                             name=f"{'+'.join(cohorts)}@{version[:12]}"), context=context)

@@ -19,7 +19,6 @@ from her2pcr.config import CohortsParams, RegistryParams, TrackingParams, Valida
 from her2pcr.evaluation.stage import json_safe
 from her2pcr.registry.tags import RegisteredVersion, gate_tag, reasons_tag
 from her2pcr.stats.correlation import TABLE3_PARAMETERS, spearman_bh
-from her2pcr.training.tracking import log_cohorts
 from her2pcr.validation.expectations import PROTOCOL_SUITE, SUITE, DataQualityOutcome, check_suites, derive_expectations
 from her2pcr.validation.gate import GateDecision, GateEvidence, decide
 from her2pcr.validation.profile import SET_COLUMNS, exam_table, input_set_columns, input_table, protocol_table
@@ -208,5 +207,4 @@ def validate(cohort: str, params: ValidateParams, registry: RegistryParams, trac
     report.write_text(render_html(results, roc), encoding="utf-8")
     record_in_registry(version, cohort, decision, results["metrics"].get("auc"),
                        [report, metrics_file, predictions_file], tracking)
-    log_cohorts(params.processed_dir, [cohort], "validation", run_id=version.run_id)
     return results
