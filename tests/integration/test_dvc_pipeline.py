@@ -204,9 +204,11 @@ def test_training_run_is_tracked_in_mlflow(workspace):
     assert client.search_logged_models(experiment_ids=[tracked.info.experiment_id])
     assert client.get_experiment(tracked.info.experiment_id).name == "her2pcr"  # not Default
     inputs = tracked.inputs.dataset_inputs  # the UI's Dataset column: what the run trained and was scored on
-    contexts = {d.dataset.name.split("@")[0]: {t.value for t in d.tags if t.key == "mlflow.data.context"}
-                for d in inputs}
-    assert contexts == {"D1": {"training"}, "D2": {"evaluation"}, "D3": {"evaluation"}, "D4": {"evaluation"}}
+    contexts: dict[str, set] = {}
+    for d in inputs:  # one dataset per cohort and data version (earlier tests re-evaluated on other data)
+        contexts.setdefault(d.dataset.name.split("@")[0], set()).update(
+            t.value for t in d.tags if t.key == "mlflow.data.context")
+    assert "training" in contexts["D1"] and all("evaluation" in contexts[c] for c in ("D1", "D2", "D3", "D4"))
     lock = yaml.safe_load((workspace / "dvc.lock").read_text())["stages"]["preprocess"]["outs"][0]["md5"]
     assert f"D1@{lock[:12]}" in {d.dataset.name for d in inputs}
 
