@@ -12,6 +12,12 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# The test of `mlflow models serve --env-manager uv` builds the served model's environment offline: fill
+	# uv's cache now with that runtime and the build tools MLflow records, installed once into a scratch env.
+	$(BIN)/python tests/integration/served_requirements.py > $(VENV)/served-requirements.txt
+	rm -rf $(VENV)/served-env && $(BIN)/uv venv -q $(VENV)/served-env --python $(BIN)/python
+	$(BIN)/uv pip install -q --python $(VENV)/served-env/bin/python -r $(VENV)/served-requirements.txt
+	rm -rf $(VENV)/served-env
 	touch $(STAMP)
 
 run: $(STAMP)

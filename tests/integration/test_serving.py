@@ -317,3 +317,32 @@ def test_no_identifying_dicom_value_in_responses_or_server_log(workspace, server
     texts = server["responses"] + [server["log"].read_text()]
     leaks = [s for s in secrets for text in texts if s in text]
     assert not leaks
+
+
+def test_mlflow_serves_the_version_from_a_fresh_environment_of_its_own(workspace, promoted, tmp_path):
+    """`mlflow models serve --env-manager uv`, not `local`: MLflow builds a new environment from the version's
+    requirements (offline, from the uv cache `make` fills when it installs) and serves the code the version
+    carries; nothing of this checkout's environment is imported there."""
+    import mlflow
+
+    patient = external_patients(workspace)[0]
+    with np.load(workspace / "data" / "processed" / f"{patient}.npz") as stacks:
+        record = tensors_record({p: stacks[p].astype(np.float32) for p in PHASES})
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / 'mlflow.db'}")
+    in_process = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(pd.DataFrame([record])).iloc[0]
+    log_path = tmp_path / "serve-uv.log"
+    env = {"UV_OFFLINE": "1", "MLFLOW_ENV_ROOT": str(tmp_path / "envs"),
+           "PYTHONPATH": ""}  # the fresh environment must not see this checkout's src/
+    with open(log_path, "w") as log, local_server(f"models:/{MODEL}@champion", f"sqlite:///{workspace / 'mlflow.db'}",
+                                                   workspace, log=log, env_manager="uv", extra_env=env) as url:
+        response = requests.post(f"{url}/invocations", json={"dataframe_records": [record]}, timeout=300)
+    text = log_path.read_text()
+    assert response.status_code == 200, response.text + text[-3000:]
+    assert "Installing dependencies" in text or "uv pip install" in text, text[-3000:]
+    served = response.json()["predictions"][0]
+    assert served["probability"] == pytest.approx(in_process["probability"], abs=1e-9)
+    assert served["members"] == in_process["members"]
+    environments = list((tmp_path / "envs").rglob("site-packages/tensorflow"))
+    assert environments, "no environment was built"
+    assert not list((tmp_path / "envs").rglob("site-packages/her2pcr")), "her2pcr must travel in the model, not "\
+                                                                          "be installed"
