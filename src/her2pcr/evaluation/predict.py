@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from her2pcr.interim import read_table
 from her2pcr.registry.tags import RegisteredVersion
 from her2pcr.serving.model import TENSORS_FIELD
 from her2pcr.serving.requests import encode_tensors
@@ -38,7 +39,7 @@ def predict_cohorts(served, processed_dir: Path, cohorts: list[str]) -> tuple[pd
 
     The answer's members (the fold models of an ensemble) become columns member_1 ... member_K, for the
     fold-standardised score of the CNN + clinical model."""
-    index = read_index(processed_dir)
+    index = read_index(processed_dir, cohorts)
     phases = served_phases(served)
     patients = patients_of(index, cohorts, phases)
     left_out = sorted(set(index.index[index.cohort.isin(cohorts)]) - set(patients))
@@ -60,10 +61,12 @@ def predict_cohorts(served, processed_dir: Path, cohorts: list[str]) -> tuple[pd
     return frame, left_out
 
 
-def add_covariates(predictions: pd.DataFrame, interim_dir: Path, truth_file: Path | None) -> pd.DataFrame:
-    """Receptor status, field strength and (synthetic data only) the oracle probability of each patient."""
-    clinical = pd.read_parquet(interim_dir / "clinical.parquet").set_index("patient_id")
-    acquisition = pd.read_parquet(interim_dir / "acquisition.parquet").set_index("patient_id")
+def add_covariates(predictions: pd.DataFrame, interim_dir: Path, truth_file: Path | None,
+                   cohorts: list[str] | None = None) -> pd.DataFrame:
+    """Receptor status, field strength and (synthetic data only) the oracle probability of each patient;
+    ``cohorts``: the patients' cohorts, whose own interim tables are read (all when None)."""
+    clinical = read_table(interim_dir, "clinical", cohorts)
+    acquisition = read_table(interim_dir, "acquisition", cohorts)
     out = predictions.copy()
     hr_negative = (clinical.er == "negative") & (clinical.pr == "negative")
     out["hormone_receptor"] = np.where(hr_negative.loc[out.index], "ER/PR negative", "ER/PR positive")

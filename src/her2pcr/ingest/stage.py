@@ -16,6 +16,7 @@ from her2pcr.dicom.discover import discover
 from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
 from her2pcr.ingest.cohorts import assign_cohorts
 from her2pcr.ingest.manifests import box_problem, read_manifests
+from her2pcr.interim import write_cohort_tables
 from her2pcr.quality.expectations import (
     acquisition_expectations,
     box_expectations,
@@ -134,8 +135,10 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
         save_exam(loaded[pid], exams_dir / f"{pid}.npz")
     report.ingested = set(keep)
     boxed = clinical.loc[keep].join(boxes.loc[keep])
-    boxed.reset_index().to_parquet(params.out_dir / "clinical.parquet", index=False)
-    acquisition[acquisition.patient_id.isin(keep)].to_parquet(params.out_dir / "acquisition.parquet", index=False)
+    tables = {"clinical": boxed.reset_index(), "acquisition": acquisition[acquisition.patient_id.isin(keep)]}
+    for name, table in tables.items():
+        table.to_parquet(params.out_dir / f"{name}.parquet", index=False)
+    write_cohort_tables(params.out_dir, tables, boxed.cohort)
     pd.DataFrame(report.quarantine, columns=QUARANTINE_COLUMNS).to_csv(params.out_dir / "quarantine.csv",
                                                                        index=False)
     return report

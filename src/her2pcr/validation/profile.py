@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from her2pcr.interim import read_table
 from her2pcr.preprocess.voi import Box, CropToBox
+from her2pcr.training.data import read_index
 
 #: Small sets of values: expected to be one of the training values rather than within its range.
 SET_COLUMNS = ("field_strength_t", "n_post_phases", "n_phases", "timing_present")
@@ -115,9 +117,10 @@ def _frame(rows: list[dict], columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows).reindex(columns=["patient_id", *columns]).set_index("patient_id")
 
 
-def exam_table(interim_dir: Path, patient_ids: list[str]) -> pd.DataFrame:
-    """EXAM_COLUMNS of each patient's interim exam (index ``patient_id``; NaN without an exam)."""
-    clinical = pd.read_parquet(interim_dir / "clinical.parquet").set_index("patient_id")
+def exam_table(interim_dir: Path, patient_ids: list[str], cohorts: list[str] | None = None) -> pd.DataFrame:
+    """EXAM_COLUMNS of each patient's interim exam (index ``patient_id``; NaN without an exam). ``cohorts``: the
+    patients' cohorts, whose own tables are read (all tables when None)."""
+    clinical = read_table(interim_dir, "clinical", cohorts)
     rows = []
     for pid in patient_ids:
         path = interim_dir / "exams" / f"{pid}.npz"
@@ -125,27 +128,28 @@ def exam_table(interim_dir: Path, patient_ids: list[str]) -> pd.DataFrame:
     return _frame(rows, EXAM_COLUMNS)
 
 
-def protocol_table(interim_dir: Path, patient_ids: list[str], exams: pd.DataFrame | None = None) -> pd.DataFrame:
+def protocol_table(interim_dir: Path, patient_ids: list[str], exams: pd.DataFrame | None = None,
+                   cohorts: list[str] | None = None) -> pd.DataFrame:
     """Acquisition parameters and raw exam statistics of the patients, one row each (index ``patient_id``).
 
     A patient without an interim exam keeps NaN statistics, which the not-null expectations then name.
     """
-    acquisition = pd.read_parquet(interim_dir / "acquisition.parquet").set_index("patient_id")
-    exams = exam_table(interim_dir, patient_ids) if exams is None else exams
+    acquisition = read_table(interim_dir, "acquisition", cohorts)
+    exams = exam_table(interim_dir, patient_ids, cohorts) if exams is None else exams
     columns = acquisition_columns(acquisition.reset_index())
     table = acquisition.reindex(patient_ids)[columns].join(exams.reindex(patient_ids)[list(PROTOCOL_EXAM_COLUMNS)])
     table.index.name = "patient_id"
     return table
 
 
-def input_table(processed_dir: Path, patient_ids: list[str], inputs: Sequence[str], exams: pd.DataFrame
-                ) -> pd.DataFrame:
+def input_table(processed_dir: Path, patient_ids: list[str], inputs: Sequence[str], exams: pd.DataFrame,
+                cohorts: list[str] | None = None) -> pd.DataFrame:
     """The model-input table of the patients (index ``patient_id``), for the model's ``inputs``.
 
     ``exams`` is :func:`exam_table` of the patients (it holds the VOI size in mm). A patient without a processed
     exam has no input at all and NaN elsewhere.
     """
-    index = pd.read_parquet(processed_dir / "index.parquet").set_index("patient_id")
+    index = read_index(processed_dir, cohorts)
     rows = []
     for pid in patient_ids:
         row: dict = {"patient_id": pid}

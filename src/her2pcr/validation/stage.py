@@ -17,6 +17,7 @@ import pandas as pd
 
 from her2pcr.config import CohortsParams, RegistryParams, TrackingParams, ValidateParams
 from her2pcr.evaluation.stage import json_safe
+from her2pcr.interim import read_table
 from her2pcr.registry.tags import RegisteredVersion, gate_tag, reasons_tag
 from her2pcr.stats.correlation import TABLE3_PARAMETERS, spearman_bh
 from her2pcr.validation.expectations import PROTOCOL_SUITE, SUITE, DataQualityOutcome, check_suites, derive_expectations
@@ -31,8 +32,7 @@ SUBSET_COLUMNS = ("hormone_receptor", "field_strength")
 
 
 def cohort_patients(interim_dir: Path, cohort: str) -> list[str]:
-    clinical = pd.read_parquet(interim_dir / "clinical.parquet")
-    return sorted(clinical.patient_id[clinical.cohort == cohort].astype(str))
+    return sorted(read_table(interim_dir, "clinical", [cohort]).index.astype(str))
 
 
 def shift_warnings_tag(cohort: str) -> str:
@@ -55,7 +55,7 @@ def training_input_patients(processed_dir: Path, train_cohort: str, inputs: list
     """Training patients whose processed exam has every model input: the data the model was fitted on."""
     from her2pcr.training.data import patients_of, read_index
 
-    return patients_of(read_index(processed_dir), [train_cohort], inputs)
+    return patients_of(read_index(processed_dir, [train_cohort]), [train_cohort], inputs)
 
 
 def data_quality(params: ValidateParams, cohort: str, inputs: list[str], out_dir: Path) -> DataQuality:
@@ -67,16 +67,17 @@ def data_quality(params: ValidateParams, cohort: str, inputs: list[str], out_dir
     if not train_input_ids:
         raise ValueError(f"no patient of training cohort {params.train_cohort!r} in {params.processed_dir} has "
                          f"every model input {inputs}")
-    train_exams = exam_table(params.interim_dir, train_ids)
+    train = [params.train_cohort]
+    train_exams = exam_table(params.interim_dir, train_ids, train)
     input_expectations = derive_expectations(
-        input_table(params.processed_dir, train_input_ids, inputs, train_exams), params.range_margin,
+        input_table(params.processed_dir, train_input_ids, inputs, train_exams, train), params.range_margin,
         input_set_columns(inputs))
-    protocol_expectations = derive_expectations(protocol_table(params.interim_dir, train_ids, train_exams),
+    protocol_expectations = derive_expectations(protocol_table(params.interim_dir, train_ids, train_exams, train),
                                                 params.range_margin, SET_COLUMNS)
     ids = cohort_patients(params.interim_dir, cohort)
-    exams = exam_table(params.interim_dir, ids)
-    inputs_frame = input_table(params.processed_dir, ids, inputs, exams)
-    protocol_frame = protocol_table(params.interim_dir, ids, exams)
+    exams = exam_table(params.interim_dir, ids, [cohort])
+    inputs_frame = input_table(params.processed_dir, ids, inputs, exams, [cohort])
+    protocol_frame = protocol_table(params.interim_dir, ids, exams, [cohort])
     inputs_frame.to_csv(out_dir / "inputs_profile.csv")
     protocol_frame.to_csv(out_dir / "protocol_profile.csv")
     outcomes = check_suites({SUITE: (inputs_frame, input_expectations),
@@ -91,7 +92,7 @@ def predictions_of(served, params: ValidateParams, cohort: str) -> tuple[pd.Data
     from her2pcr.evaluation.predict import add_covariates, predict_cohorts
 
     predictions, left_out = predict_cohorts(served, params.processed_dir, [cohort])
-    return add_covariates(predictions, params.interim_dir, None), left_out
+    return add_covariates(predictions, params.interim_dir, None, [cohort]), left_out
 
 
 def model_metrics(frame: pd.DataFrame, params: ValidateParams) -> dict:
@@ -115,9 +116,9 @@ def subsets(frame: pd.DataFrame, threshold: float) -> dict[str, list[dict]]:
             for column in SUBSET_COLUMNS}
 
 
-def correlations(frame: pd.DataFrame, interim_dir: Path, alpha: float) -> dict:
+def correlations(frame: pd.DataFrame, interim_dir: Path, alpha: float, cohort: str) -> dict:
     """Table 3: Spearman correlation of predictions with each acquisition parameter, BH-adjusted."""
-    acquisition = pd.read_parquet(interim_dir / "acquisition.parquet").set_index("patient_id")
+    acquisition = read_table(interim_dir, "acquisition", [cohort])
     table = spearman_bh(frame.probability.astype(float), acquisition, TABLE3_PARAMETERS)
     table["significant"] = table.p_adjusted < alpha  # NaN (not tested) compares False
     return {"alpha": alpha, "n_tested": int(table.p_value.notna().sum()), "n_significant": int(table.significant.sum()),
@@ -185,7 +186,7 @@ def validate(cohort: str, params: ValidateParams, registry: RegistryParams, trac
                   "model_uri": version.model_uri},
         "n": len(frame), "n_pcr": int(frame.pcr.sum()), "not_evaluated": left_out,
         "metrics": model_metrics(frame, params), "subsets": subsets(frame, params.threshold),
-        "correlations": correlations(frame, params.interim_dir, params.alpha),
+        "correlations": correlations(frame, params.interim_dir, params.alpha, cohort),
         # data_quality: the gated model-input suite (key kept for its readers); protocol: warnings only
         "data_quality": {**quality.inputs.to_dict(), "inputs": inputs, "expectations": quality.input_expectations},
         "protocol": {**quality.protocol.to_dict(), "expectations": quality.protocol_expectations},

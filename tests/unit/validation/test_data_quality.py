@@ -8,6 +8,9 @@ import pandas as pd
 import pytest
 
 from her2pcr.config import GateParams
+from her2pcr.interim import write_cohort_tables
+from her2pcr.preprocess.settings import COHORTS_DIR
+from her2pcr.preprocess.stage import write_cohort_indexes
 from her2pcr.validation.gate import GateEvidence, decide
 from her2pcr.validation.stage import data_quality
 from tests.conftest import tiny_params
@@ -54,9 +57,13 @@ def write_cohorts(root, external: dict[str, dict]) -> tuple:
         np.savez_compressed(processed / f"{pid}.npz", key=np.array("k"), **arrays)
         index.append({"patient_id": pid, "cohort": spec["cohort"], "pcr": 0, "institution": "x", "n_stacks": 2,
                       "phases": ";".join(arrays), "key": "k"})
-    pd.DataFrame(clinical).to_parquet(interim / "clinical.parquet")
-    pd.DataFrame(acquisition).to_parquet(interim / "acquisition.parquet")
-    pd.DataFrame(index).to_parquet(processed / "index.parquet")
+    tables = {"clinical": pd.DataFrame(clinical), "acquisition": pd.DataFrame(acquisition)}
+    for name, table in tables.items():
+        table.to_parquet(interim / f"{name}.parquet")
+    write_cohort_tables(interim, tables, tables["clinical"].set_index("patient_id").cohort)
+    index = pd.DataFrame(index).set_index("patient_id")
+    index.reset_index().to_parquet(processed / "index.parquet")
+    write_cohort_indexes(index, processed / COHORTS_DIR)  # as ingest and preprocess write them
     params = tiny_params().validation.model_copy(update={"interim_dir": interim, "processed_dir": processed,
                                                          "range_margin": 0.1, "train_cohort": "D1"})
     out = root / "reports"
