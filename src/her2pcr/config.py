@@ -306,6 +306,20 @@ class GateParams(Strict):
     min_auc_ci_low: float = Field(ge=0, le=1)       # lower DeLong 95 % bound
     max_significant_correlations: int = Field(ge=0)  # acquisition parameters with BH-adjusted p < alpha
     max_outside_fraction: float = Field(ge=0, le=1)  # patients outside the model-input expectations (protocol: warn)
+    # equalized-odds disparity (TPR range + FPR range over a variable's subgroups, 0-2), on subgroups of at least
+    # min_subgroup_n patients with both classes; smaller ones are listed as not judged
+    max_equalized_odds_disparity: float = Field(ge=0, le=2)
+    min_subgroup_n: int = Field(ge=1)
+
+
+class SubgroupParams(Strict):
+    """The subgroup variables validation compares: built-in ``age`` (banded at ``age_bands``),
+    ``hormone_receptor``, ``field_strength``, ``site``, ``vendor``, or any column of the interim clinical or
+    acquisition table."""
+
+    variables: list[str] = Field(min_length=1)
+    age_bands: list[float] = Field(min_length=1)  # inner edges in years: [40, 50] -> <40, 40-49, >=50
+    n_bootstrap: int = Field(ge=100)              # resamples of the disparity's CI
 
 
 class ValidateParams(Strict):
@@ -323,6 +337,7 @@ class ValidateParams(Strict):
     threshold: float = Field(gt=0, lt=1)
     alpha: float = Field(gt=0, lt=1)     # Benjamini-Hochberg false discovery rate
     range_margin: float = Field(ge=0)    # training range widened by this fraction of its width
+    subgroups: SubgroupParams
     gate: GateParams
 
 

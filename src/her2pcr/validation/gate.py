@@ -15,6 +15,16 @@ from her2pcr.registry.tags import FAIL, PASS
 
 
 @dataclass(frozen=True)
+class SubgroupEvidence:
+    """One subgroup variable: its equalized-odds disparity (None with fewer than two judged subgroups) and the
+    subgroups too small, or of one class, to be judged."""
+
+    variable: str
+    disparity: float | None
+    not_judged: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GateEvidence:
     """What validation measured on one external cohort."""
 
@@ -28,6 +38,7 @@ class GateEvidence:
     n_outside: int                  # patients outside a training-derived model-input expectation
     n_profiled: int                 # patients the model-input suite ran on
     shift_warnings: tuple[str, ...] = ()  # protocol descriptors outside training (reported, not gated)
+    subgroups: tuple[SubgroupEvidence, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,26 @@ def _at_least(name: str, value: float | None, threshold: float, key: str) -> Che
     return _check(name, passed, f"{value:.4g} {'>=' if passed else '<'} {key} {threshold:.4g}")
 
 
+def _fairness(subgroups: tuple[SubgroupEvidence, ...], gate: GateParams) -> Check:
+    """Every variable with two or more judged subgroups within the maximum disparity; what could not be judged is
+    named in the reason (it neither passes nor fails the check)."""
+    limit = gate.max_equalized_odds_disparity
+    judged = [s for s in subgroups if s.disparity is not None]
+    over = [s for s in judged if s.disparity > limit]
+    parts = [f"{s.variable} {s.disparity:.3g}" for s in judged]
+    text = (f"equalized-odds disparity {', '.join(parts)} {'>' if over else '<='} max_equalized_odds_disparity "
+            f"{limit:g}" if judged else "no variable has two subgroups to compare")
+    if over:
+        text += f" (over: {', '.join(s.variable for s in over)})"
+    unjudged = [f"{s.variable} {'/'.join(s.not_judged)}" for s in subgroups if s.not_judged]
+    unjudged += [f"{s.variable} (fewer than two judged subgroups)" for s in subgroups
+                 if s.disparity is None and not s.not_judged]
+    if unjudged:
+        text += (f", not judged (fewer than min_subgroup_n {gate.min_subgroup_n} patients or one class): "
+                 f"{', '.join(unjudged)}")
+    return _check("fairness", not over, text)
+
+
 def decide(evidence: GateEvidence, gate: GateParams) -> GateDecision:
     """Pass only when every check passes; thresholds are inclusive (a value equal to its threshold passes)."""
     e = evidence
@@ -91,5 +122,6 @@ def decide(evidence: GateEvidence, gate: GateParams) -> GateDecision:
                f"{e.n_outside} of {e.n_profiled} patients ({fraction:.1%}) outside the training-derived "
                f"model-input expectations {'<=' if fraction <= gate.max_outside_fraction else '>'} "
                f"max_outside_fraction {gate.max_outside_fraction:.1%}"),
+        _fairness(e.subgroups, gate),
     )
     return GateDecision(checks, tuple(e.shift_warnings))

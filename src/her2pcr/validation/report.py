@@ -37,6 +37,50 @@ def roc_png(y_true, scores, title: str) -> bytes:
     return buffer.getvalue()
 
 
+def forest_png(variables: list[dict], title: str) -> bytes | None:
+    """Forest plot of subgroup AUCs with DeLong 95 % CIs, one row per subgroup that has an AUC (None if none)."""
+    rows = [(f"{v['variable']}: {g['group']} (n {g['n']})", g) for v in variables for g in v["groups"]
+            if g["auc"] is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.2))
+    for k, (_, g) in enumerate(rows):
+        ax.plot([g["auc_ci_low"], g["auc_ci_high"]], [k, k], color="0.4")
+        ax.plot(g["auc"], k, "s", color="C0" if g["judged"] else "0.6")
+    ax.axvline(0.5, color="grey", linestyle=":")
+    ax.set(yticks=range(len(rows)), yticklabels=[label for label, _ in rows], xlim=(0, 1), ylim=(len(rows) - 0.5, -0.5),
+           xlabel="AUC (DeLong 95 % CI); grey: too small to judge", title=title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def subgroup_rows(variables: list[dict]) -> list[dict]:
+    """The subgroup table: one row per subgroup, its variable's disparity on the first row."""
+    rows = []
+    for v in variables:
+        disparity = "n/a (fewer than two judged subgroups)" if v["disparity"] is None else \
+            f"{v['disparity']:.3f} [{v['disparity_ci_low']:.3f}-{v['disparity_ci_high']:.3f}]"
+        for k, g in enumerate(v["groups"]):
+            auc = "n/a" if g["auc"] is None else f"{g['auc']:.3f} [{g['auc_ci_low']:.3f}-{g['auc_ci_high']:.3f}]"
+            rows.append({"variable": v["variable"] if k == 0 else "", "subgroup": g["group"], "n": g["n"],
+                         "pCR": g["n_pcr"], "AUC (DeLong 95 % CI)": auc, "TPR": g["tpr"], "FPR": g["fpr"],
+                         "judged": "yes" if g["judged"] else f"no: {g['note']}",
+                         "equalized-odds disparity (95 % CI)": disparity if k == 0 else ""})
+    return rows
+
+
+def _png(image: bytes, alt: str) -> str:
+    return f"<img alt='{escape(alt)}' src='data:image/png;base64,{base64.b64encode(image).decode()}'>"
+
+
 def _table(rows: list[dict] | pd.DataFrame, empty: str = "none") -> str:
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     if frame.empty:
@@ -53,8 +97,8 @@ def _metrics_rows(metrics: dict) -> list[dict]:
         {"statistic": f"AUC bootstrap 95 % CI ({metrics['n_bootstrap']} resamples)",
          "value": f"{metrics['bootstrap_ci_low']:.3f}-{metrics['bootstrap_ci_high']:.3f}"},
         {"statistic": "p (AUC = 0.5, DeLong)", "value": f"{metrics['delong_p_value']:.4g}"},
-        *({"statistic": f"{key} at {metrics['threshold']:g}", "value": f"{metrics[key]:.3f}"}
-          for key in ("accuracy", "sensitivity", "specificity")),
+        *({"statistic": f"{key.replace('_', ' ')} at {metrics['threshold']:g}", "value": f"{metrics[key]:.3f}"}
+          for key in ("accuracy", "balanced_accuracy", "sensitivity", "specificity")),
         {"statistic": "TP / FN / TN / FP", "value": f"{metrics['tp']} / {metrics['fn']} / {metrics['tn']} / "
                                                      f"{metrics['fp']}"},
     ]
@@ -87,7 +131,14 @@ def render_html(results: dict, roc: bytes | None = None) -> str:
         parts.append(f"<p class='note'>Not evaluated (missing model phases): "
                      f"{escape(', '.join(results['not_evaluated']))}</p>")
     if roc is not None:
-        parts.append(f"<img alt='ROC curve' src='data:image/png;base64,{base64.b64encode(roc).decode()}'>")
+        parts.append(_png(roc, "ROC curve"))
+    forest = forest_png(results["fairness"], f"{cohort}: subgroup AUCs")
+    parts += [
+        "<h2>Subgroups and fairness</h2><p>TPR and FPR at the threshold; the equalized-odds disparity of a variable is "
+        "the range of TPR plus the range of FPR over its judged subgroups (enough patients, both classes).</p>",
+        _table(subgroup_rows(results["fairness"]), "no subgroup"),
+        *([_png(forest, "forest plot of subgroup AUCs")] if forest is not None else []),
+    ]
     parts += [
         f"<h2>Acquisition parameters and predictions</h2><p>Spearman correlation, Benjamini-Hochberg adjusted; "
         f"{correlations['n_significant']} with adjusted p &lt; {correlations['alpha']:g}.</p>",

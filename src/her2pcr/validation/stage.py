@@ -25,6 +25,7 @@ from her2pcr.validation.gate import GateDecision, GateEvidence, decide
 from her2pcr.validation.profile import SET_COLUMNS, exam_table, input_set_columns, input_table, protocol_table
 from her2pcr.validation.report import render_html, roc_png
 from her2pcr.validation.shift import ShiftWarning, shift_warnings
+from her2pcr.validation.subgroups import gate_evidence, subgroup_analysis, subgroup_columns
 
 log = logging.getLogger(__name__)
 MAX_TAG_CHARS = 5000  # MLflow's limit on a model-version tag value
@@ -96,14 +97,26 @@ def predictions_of(served, params: ValidateParams, cohort: str) -> tuple[pd.Data
 
 
 def model_metrics(frame: pd.DataFrame, params: ValidateParams) -> dict:
-    """AUC with DeLong and bootstrap CIs and the threshold metrics, or a note saying why there are none."""
+    """AUC with DeLong and bootstrap CIs and the threshold metrics (balanced accuracy among them), or a note saying
+    why there are none."""
+    from her2pcr.stats.fairness import balanced_accuracy
     from her2pcr.stats.roc import summarise
 
     n_pos = int(frame.pcr.sum())
     if min(n_pos, len(frame) - n_pos) < 2:
         return {"note": f"{n_pos} pCR and {len(frame) - n_pos} non-pCR: ROC statistics need at least 2 per class"}
-    return summarise(frame.pcr.to_numpy(), frame.probability.to_numpy(), params.n_bootstrap, params.seed,
-                     params.threshold)
+    y, p = frame.pcr.to_numpy(), frame.probability.to_numpy()
+    return {**summarise(y, p, params.n_bootstrap, params.seed, params.threshold),
+            "balanced_accuracy": balanced_accuracy(y, p, params.threshold)}
+
+
+def fairness(frame: pd.DataFrame, columns: pd.DataFrame, params: ValidateParams) -> list[dict]:
+    """Per subgroup variable: n, AUC [DeLong CI], TPR and FPR of each subgroup, and the equalized-odds disparity
+    with its bootstrap CI (empty without patients)."""
+    if frame.empty:
+        return []
+    return [v.to_dict() for v in subgroup_analysis(frame, columns, params.threshold, params.gate, params.subgroups,
+                                                   params.seed)]
 
 
 def subsets(frame: pd.DataFrame, threshold: float) -> dict[str, list[dict]]:
@@ -131,7 +144,8 @@ def evidence_of(results: dict) -> GateEvidence:
                         auc_ci_low=metrics.get("delong_ci_low"), n_significant=corr["n_significant"],
                         n_tested=corr["n_tested"], alpha=corr["alpha"], n_outside=quality["n_outside"],
                         n_profiled=quality["n_patients"],
-                        shift_warnings=tuple(w["text"] for w in results["shift_warnings"]))
+                        shift_warnings=tuple(w["text"] for w in results["shift_warnings"]),
+                        subgroups=gate_evidence(results["fairness"]))
 
 
 def gate_summary(results: dict) -> dict:
@@ -139,6 +153,7 @@ def gate_summary(results: dict) -> dict:
     metrics = results["metrics"]
     return {"version": results["model"]["version"], "n": results["n"], "auc": metrics.get("auc"),
             "ci_low": metrics.get("delong_ci_low"), "ci_high": metrics.get("delong_ci_high"),
+            "balanced_accuracy": metrics.get("balanced_accuracy"),
             "gate": results["gate"]["decision"], "gate_passed": int(results["gate"]["decision"] == "pass"),
             "shift_warnings": len(results["shift_warnings"])}
 
@@ -178,14 +193,17 @@ def validate(cohort: str, params: ValidateParams, registry: RegistryParams, trac
     inputs = served_phases(served)
     quality = data_quality(params, cohort, inputs, out_dir)
     frame, left_out = predictions_of(served, params, cohort)
+    columns = subgroup_columns(frame, params.interim_dir, [cohort], params.subgroups)
     predictions_file = out_dir / "predictions.csv"  # per patient, what the gate's metrics were computed from
-    frame[["cohort", "pcr", "probability", "n_stacks", *SUBSET_COLUMNS]].to_csv(predictions_file)
+    extra = [c for c in columns.columns if c not in frame.columns]  # the subgroup variables it does not hold yet
+    frame[["cohort", "pcr", "probability", "n_stacks", *SUBSET_COLUMNS]].join(columns[extra]).to_csv(predictions_file)
     results: dict = {
         "cohort": cohort, "train_cohort": params.train_cohort,
         "model": {"name": version.name, "version": str(version.version), "run_id": version.run_id,
                   "model_uri": version.model_uri},
         "n": len(frame), "n_pcr": int(frame.pcr.sum()), "not_evaluated": left_out,
         "metrics": model_metrics(frame, params), "subsets": subsets(frame, params.threshold),
+        "fairness": fairness(frame, columns, params),
         "correlations": correlations(frame, params.interim_dir, params.alpha, cohort),
         # data_quality: the gated model-input suite (key kept for its readers); protocol: warnings only
         "data_quality": {**quality.inputs.to_dict(), "inputs": inputs, "expectations": quality.input_expectations},

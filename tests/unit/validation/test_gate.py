@@ -9,14 +9,14 @@ import pytest
 
 from her2pcr.config import GateParams
 from her2pcr.registry.tags import FAIL, PASS
-from her2pcr.validation.gate import GateEvidence, decide
+from her2pcr.validation.gate import GateEvidence, SubgroupEvidence, decide
 
 GATE = GateParams(min_patients=10, min_auc=0.6, min_auc_ci_low=0.5, max_significant_correlations=1,
-                  max_outside_fraction=0.25)
+                  max_outside_fraction=0.25, max_equalized_odds_disparity=0.6, min_subgroup_n=10)
 # Every measured value exactly at its threshold: thresholds are inclusive, so this passes.
 AT_THRESHOLDS = GateEvidence(n=10, n_positive=5, auc=0.6, auc_ci_low=0.5, n_significant=1, n_tested=8, alpha=0.05,
                              n_outside=5, n_profiled=20)
-CHECKS = ["patients", "classes", "auc", "auc_ci_low", "acquisition_correlations", "data_quality"]
+CHECKS = ["patients", "classes", "auc", "auc_ci_low", "acquisition_correlations", "data_quality", "fairness"]
 
 
 def test_values_at_the_thresholds_pass_with_a_reason_per_check():
@@ -59,7 +59,7 @@ def test_no_profiled_patient_counts_as_nobody_outside():
 
 def test_to_dict_carries_decision_reasons_and_checks():
     data = decide(replace(AT_THRESHOLDS, auc=0.2), GATE).to_dict()
-    assert data["decision"] == FAIL and len(data["reasons"]) == 6
+    assert data["decision"] == FAIL and len(data["reasons"]) == len(CHECKS)
     assert data["checks"]["auc"]["passed"] is False and data["checks"]["patients"]["passed"] is True
     assert data["shift_warnings"] == []
 
@@ -74,3 +74,26 @@ def test_shift_warnings_are_listed_but_never_change_the_decision(evidence):
     warned = decide(replace(evidence, shift_warnings=WARNINGS), GATE)
     assert warned.passed == without.passed and warned.reasons == without.reasons
     assert warned.shift_warnings == WARNINGS and warned.to_dict()["shift_warnings"] == list(WARNINGS)
+
+
+def test_fairness_fails_over_the_maximum_disparity_and_names_what_it_could_not_judge():
+    at_limit = replace(AT_THRESHOLDS, subgroups=(SubgroupEvidence("hormone_receptor", 0.6),
+                                                 SubgroupEvidence("age", 0.2, ("<45",)),
+                                                 SubgroupEvidence("site", None, ("inst3", "inst4"))))
+    check = decide(at_limit, GATE).to_dict()["checks"]["fairness"]
+    assert check["passed"]  # inclusive, like every threshold
+    assert "hormone_receptor 0.6, age 0.2 <= max_equalized_odds_disparity 0.6" in check["reason"]
+    assert "not judged (fewer than min_subgroup_n 10 patients or one class): age <45, site inst3/inst4" in \
+        check["reason"]
+    over = replace(at_limit, subgroups=(SubgroupEvidence("hormone_receptor", 0.61), SubgroupEvidence("age", 0.2)))
+    decision = decide(over, GATE)
+    assert decision.decision == FAIL
+    assert decision.reasons[-1].startswith("fairness fail: ") and "(over: hormone_receptor)" in decision.reasons[-1]
+    assert "; " not in decision.reasons[-1]
+
+
+def test_fairness_with_nothing_to_compare_passes_and_says_so():
+    only_small = replace(AT_THRESHOLDS, subgroups=(SubgroupEvidence("age", None, ("<45", "45-54", ">=55")),))
+    reason = decide(only_small, GATE).reasons[-1]
+    assert reason.startswith("fairness pass: no variable has two subgroups to compare")
+    assert "age <45/45-54/>=55" in reason

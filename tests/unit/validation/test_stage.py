@@ -116,8 +116,17 @@ def test_metrics_file_holds_metrics_correlations_quality_and_gate(validated):
     assert any(w.startswith("field_strength_t: unseen value 3 in ") for w in warnings)
     assert results["gate"]["shift_warnings"] == warnings
     assert results["gate"]["decision"] == PASS  # the tiny profile's permissive gate
-    assert len(results["gate"]["reasons"]) == 6
+    assert len(results["gate"]["reasons"]) == 7
     assert "model-input expectations" in results["gate"]["checks"]["data_quality"]["reason"]
+    assert 0 <= metrics["balanced_accuracy"] <= 1
+    fairness = {v["variable"]: v for v in results["fairness"]}
+    assert list(fairness) == params.validation.subgroups.variables
+    for variable in fairness.values():  # every patient in one subgroup; 4 patients judge nothing (min n 10)
+        assert sum(g["n"] for g in variable["groups"]) == 4 and variable["disparity"] is None
+    assert {g["group"] for g in fairness["field_strength"]["groups"]} == {"1.5 T", "3 T"}
+    assert "fairness pass: no variable has two subgroups to compare" in results["gate"]["checks"]["fairness"]["reason"]
+    predictions = pd.read_csv(params.validation.reports_dir / "D3" / "predictions.csv")
+    assert {"age", "site", "vendor", "hormone_receptor", "field_strength"} <= set(predictions.columns)
     assert "validate D3: AUC" in outputs["D3"] and "gate pass" in outputs["D3"]
 
 
@@ -138,7 +147,8 @@ def test_report_and_data_docs_are_written(validated):
     out = params.validation.reports_dir / "D3"
     html = (out / "report.html").read_text()
     assert html.index("Gate: PASS") < html.index("Protocol shift warnings") < html.index("Model metrics") \
-        < html.index("Data quality") < html.index("Acquisition protocol (warnings only)")
+        < html.index("Subgroups and fairness") < html.index("Data quality") \
+        < html.index("Acquisition protocol (warnings only)")
     assert three_tesla_patient(params) in html and "field_strength_t: unseen value 3" in html
     assert "data:image/png;base64" in html
     assert (out / "docs" / "index.html").exists()
@@ -152,7 +162,8 @@ def test_version_tags_and_run_artifacts_are_recorded(validated):
     client = mlflow.MlflowClient(tracking_uri=params.tracking.uri, registry_uri=params.tracking.uri)
     tags = client.get_model_version(version.name, version.version).tags
     assert tags[gate_tag("D3")] == tags[gate_tag("D4")] == PASS
-    assert tags[reasons_tag("D3")].count("; ") == 5 and "auc pass" in tags[reasons_tag("D3")]
+    assert tags[reasons_tag("D3")].count("; ") == 6 and "auc pass" in tags[reasons_tag("D3")]
+    assert "fairness pass" in tags[reasons_tag("D3")]
     results = json.loads((params.validation.metrics_dir / "D3.json").read_text())
     assert tags[shift_warnings_tag("D3")] == "; ".join(w["text"] for w in results["shift_warnings"])
     assert "field_strength_t: unseen value 3" in tags[shift_warnings_tag("D3")]
