@@ -269,7 +269,7 @@ def report(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters
     from her2pcr.report.stage import write_report
 
     params = config.load_params(params_file)
-    md_path, html_path = write_report(params.report, params.tracking)
+    md_path, html_path = write_report(params.report, params.validation, params.tracking)
     typer.echo(f"report: {md_path} and {html_path}")
 
 

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from her2pcr.config import ReportParams, TrackingParams
+from her2pcr.config import ReportParams, TrackingParams, ValidateParams
 from her2pcr.report import tables
+from her2pcr.validation.report import forest_png, subgroup_rows
+from her2pcr.validation.subgroups import subgroup_analysis, subgroup_columns
+
+SUBGROUPS_DIR = "subgroups"  # beside report.md: pooled.json (every statistic) and forest.png
 
 
 def _section(title: str, text: str, table: pd.DataFrame | None = None, index: bool = False) -> str:
@@ -24,7 +28,35 @@ def _figure(path: Path, relative_to: Path, caption: str) -> str:
     return f"![{caption}]({os.path.relpath(path, relative_to)})\n\n*{caption}*\n\n"
 
 
-def build_report(params: ReportParams) -> str:
+def subgroup_section(predictions: pd.DataFrame, external: list[str], params: ReportParams,
+                     validation: ValidateParams) -> str:
+    """The CNN's subgroups on the external cohorts pooled (validation's variables, threshold and gate), with a
+    forest plot of their AUCs; each cohort's own analysis is in its validation report."""
+    frame = predictions[predictions.cohort.isin(external)]
+    if frame.empty:
+        raise ValueError(f"the predictions file has no patient of the external cohorts {external}")
+    columns = subgroup_columns(frame, params.interim_dir, external, validation.subgroups)
+    variables = [v.to_dict() for v in subgroup_analysis(frame, columns, validation.threshold, validation.gate,
+                                                        validation.subgroups, validation.seed)]
+    folder = params.out_dir / SUBGROUPS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pooled.json").write_text(json.dumps({"cohorts": external, "n": len(frame), "variables": variables},
+                                                   indent=1, default=float), encoding="utf-8")
+    gate = validation.gate
+    text = (f"CNN on {' + '.join(external)} pooled (n = {len(frame)}): TPR and FPR at {validation.threshold:g}, AUC "
+            f"with DeLong 95 % CI. The equalized-odds disparity of a variable is the range of TPR plus the range of "
+            f"FPR over its subgroups of at least {gate.min_subgroup_n} patients with both classes (bootstrap 95 % "
+            f"CI); the gate allows at most {gate.max_equalized_odds_disparity:g} on each cohort (see its "
+            f"validation report).")
+    body = _section("Subgroups and fairness", text, pd.DataFrame(subgroup_rows(variables)))
+    figure = forest_png(variables, f"{' + '.join(external)}: subgroup AUCs")
+    if figure is not None:
+        (folder / "forest.png").write_bytes(figure)
+        body += _figure(folder / "forest.png", params.out_dir, "Subgroup AUCs, external cohorts pooled")
+    return body
+
+
+def build_report(params: ReportParams, validation: ValidateParams) -> str:
     clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
     acquisition = pd.read_parquet(params.interim_dir / "acquisition.parquet").set_index("patient_id")
     evaluation = json.loads(params.evaluate_metrics.read_text(encoding="utf-8"))
@@ -64,6 +96,7 @@ def build_report(params: ReportParams) -> str:
                          tables.subset_table(evaluation, "hormone_receptor")))
     text.append(_section("Supplementary Table 2. Accuracy by field strength", "As Supplementary Table 1.",
                          tables.subset_table(evaluation, "field_strength")))
+    text.append(subgroup_section(predictions, cohorts[2:], params, validation))
     if params.baselines_file is not None and params.baselines_file.exists():
         baselines = json.loads(params.baselines_file.read_text(encoding="utf-8"))
         text.append(_section("Clinical variables in D1", "Univariate tests (Wilcoxon rank-sum for age and longest "
@@ -105,12 +138,12 @@ def clinical_selection_text(baselines: dict) -> str:
     return text
 
 
-def write_report(params: ReportParams, tracking: TrackingParams) -> tuple[Path, Path]:
+def write_report(params: ReportParams, validation: ValidateParams, tracking: TrackingParams) -> tuple[Path, Path]:
     import markdown
     import mlflow
 
-    text = build_report(params)
     params.out_dir.mkdir(parents=True, exist_ok=True)
+    text = build_report(params, validation)
     md_path, html_path = params.out_dir / "report.md", params.out_dir / "report.html"
     md_path.write_text(text, encoding="utf-8")
     body = markdown.markdown(text, extensions=["tables"])
