@@ -1,6 +1,6 @@
 """The evidence bench: does the CNN learn what the images hold, against the image ceiling and the oracle?
 
-Run: python bench/learn.py [--sizes 85 200 400] [--pool 400] [--external 300] [--cache data/bench/learn]
+Run: python bench/learn.py [--sizes 85 200 400] [--pool 400] [--external 300] [--draws 1] [--cache data/bench/learn]
 
 From params.yaml alone (simulate, preprocess, train sections): simulated institution-1 training sets of each
 size and one pooled external test set drawn from the other sites' protocols (in proportion to their cohorts),
@@ -173,10 +173,14 @@ def fold_standardised_logits(result, external: StackSet, order: pd.Index) -> tup
             member_score(members, standardisation))
 
 
-def stratified_subset(table: pd.DataFrame, n: int) -> list[str]:
-    pos = table[table.pcr == 1].index.sort_values()[: n // 2]
-    neg = table[table.pcr == 0].index.sort_values()[: n - n // 2]
-    return sorted(pos.tolist() + neg.tolist())
+def stratified_subset(table: pd.DataFrame, n: int, draw: int = 0) -> list[str]:
+    """Half pCR, half not: the first patients by id for draw 0, a seeded random choice for the other draws."""
+    chosen = []
+    for label, k in ((1, n // 2), (0, n - n // 2)):
+        ids = table[table.pcr == label].index.sort_values()
+        rng = np.random.default_rng(draw)
+        chosen += (ids[:k] if draw == 0 else rng.choice(ids, size=k, replace=False)).tolist()
+    return sorted(chosen)
 
 
 def ci(y, s) -> str:
@@ -193,6 +197,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=REPO / "data/bench/learn")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--draws", type=int, default=1,
+                        help="training sets per size: draw 0 in full, then the CNN's spread over other draws")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("her2pcr").setLevel(logging.INFO)
@@ -252,6 +258,34 @@ def main() -> None:
         r_cnn, r_comb = delong(y, cnn).auc, delong(y, combined).auc
         print(f"  CNN / image ceiling {r_cnn / delong(y, ceiling).auc:.3f}   "
               f"CNN + clinical / oracle {r_comb / delong(y, oracle).auc:.3f}", flush=True)
+        if args.draws > 1:
+            spread(args.draws, n, train_pool, test, tp, folder, r_cnn, others["image features"])
+
+
+def spread(draws: int, n: int, train_pool: pd.DataFrame, test: pd.DataFrame, tp, folder: Path, first: float,
+           first_features) -> None:
+    """The CNN's external AUC over other training draws of the same size (its variance across training sets), with
+    the image-feature reference fitted on each draw for comparison."""
+    from her2pcr.models.cnn import predict_probability
+    from her2pcr.training.fit import fit_cv_ensemble, seed_everything
+
+    y = test.pcr.to_numpy()
+    img_cols = [c for c in train_pool.columns if c.startswith("img_")]
+    external = load_stacks(folder, list(test.index), tp.phases, test.pcr)
+    cnn_aucs, feature_aucs = [first], [roc_auc_score(y, first_features)]
+    for draw in range(1, draws):
+        ids = stratified_subset(train_pool, n, draw)
+        seed_everything(tp)
+        result = fit_cv_ensemble(tp, load_stacks(folder, ids, tp.phases, train_pool.pcr, tp.max_stacks_per_patient))
+        scores = patient_probabilities(predict_probability(result.model, external.inputs),
+                                       external.patient_ids).loc[test.index].to_numpy()
+        cnn_aucs.append(roc_auc_score(y, scores))
+        feature_aucs.append(roc_auc_score(y, fitted_scores(train_pool.loc[ids], test, img_cols, c=0.1)))
+        print(f"  draw {draw}: CNN {cnn_aucs[-1]:.3f} (out-of-fold {result.best_val_patient_auc:.3f}), "
+              f"image features {feature_aucs[-1]:.3f}", flush=True)
+    for name, values in (("CNN", cnn_aucs), ("image features", feature_aucs)):
+        print(f"  {name} over {draws} training draws of {n}: mean {np.mean(values):.3f}, "
+              f"sd {np.std(values, ddof=1):.3f}, range {min(values):.3f}-{max(values):.3f}")
 
 
 if __name__ == "__main__":

@@ -220,7 +220,11 @@ def test_report_renders_every_table(workspace):
     report = (workspace / "reports" / "report.md").read_text()
     for heading in ("Table 1.", "Table 2.", "Table 3.", "Table 4.", "Supplementary Table 1.",
                     "Supplementary Table 2.", "Supplementary Table 6.", "Figure 1", "Figure 3.",
-                    "Clinical variables in D1", "CNN + clinical model"):
+                    "Clinical variables in D1", "CNN + clinical model", "Subgroups and fairness"):
         assert f"## {heading}" in report, heading
+    pooled = json.loads((workspace / "reports" / "subgroups" / "pooled.json").read_text())
+    assert pooled["cohorts"] == ["D3", "D4"]
+    for variable in pooled["variables"]:  # every external patient in one subgroup of each variable
+        assert sum(g["n"] for g in variable["groups"]) == pooled["n"]
     assert "oracle" in report and "pk" in report and "clinical_significant" in report
     assert (workspace / "reports" / "report.html").read_text().count("<table>") >= 8
