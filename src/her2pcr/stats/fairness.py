@@ -86,9 +86,13 @@ def variable_fairness(frame: pd.DataFrame, variable: str, threshold: float, min_
     if np.isnan(probabilities).any():
         raise ValueError(f"{prob_column} is missing or not numeric for {int(np.isnan(probabilities).sum())} patient(s)")
     predicted = (probabilities >= threshold).astype(float)
-    groups = frame[variable].astype("string").fillna(MISSING_GROUP).to_numpy(dtype=str)
+    values = frame[variable]
+    groups = values.astype("string").fillna(MISSING_GROUP).to_numpy(dtype=str)
+    # an ordered variable (age bands) keeps its order; other groups are sorted by name
+    order = [str(c) for c in values.cat.categories] if isinstance(values.dtype, pd.CategoricalDtype) else []
+    order = [g for g in order if g in set(groups)] + sorted(set(groups) - set(order))
     rows, judged, too_small = [], [], []
-    for group in sorted(set(groups)):
+    for group in order:
         inside = groups == group
         gy, gp = y[inside], probabilities[inside]
         n_pcr, n = int(gy.sum()), int(inside.sum())
@@ -115,8 +119,8 @@ def variable_fairness(frame: pd.DataFrame, variable: str, threshold: float, min_
 
 
 def age_band(ages: pd.Series, edges: list[float]) -> pd.Series:
-    """Age bands from ascending inner edges: [40, 50] gives '<40', '40-49', '>=50' (whole years)."""
+    """Age bands from ascending inner edges: [40, 50] gives '<40', '40-49', '>=50' (whole years), as an ordered
+    categorical so that tables list them youngest first."""
     edges = sorted(edges)
     labels = [f"<{edges[0]:g}", *(f"{a:g}-{b - 1:g}" for a, b in itertools.pairwise(edges)), f">={edges[-1]:g}"]
-    bands = pd.cut(pd.to_numeric(ages, errors="coerce"), [-np.inf, *edges, np.inf], right=False, labels=labels)
-    return bands.astype("string")
+    return pd.cut(pd.to_numeric(ages, errors="coerce"), [-np.inf, *edges, np.inf], right=False, labels=labels)

@@ -54,7 +54,7 @@ def forest_png(variables: list[dict], title: str) -> bytes | None:
         ax.plot(g["auc"], k, "s", color="C0" if g["judged"] else "0.6")
     ax.axvline(0.5, color="grey", linestyle=":")
     ax.set(yticks=range(len(rows)), yticklabels=[label for label, _ in rows], xlim=(0, 1), ylim=(len(rows) - 0.5, -0.5),
-           xlabel="AUC (DeLong 95 % CI); grey: too small to judge", title=title)
+           xlabel="AUC, DeLong 95 % CI (grey: not judged)", title=title)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -63,3 +63,6 @@ def test_balanced_accuracy_and_age_bands():
     assert balanced_accuracy([1, 1, 0, 0], [0.9, 0.2, 0.1, 0.1]) == pytest.approx(0.75)
     bands = age_band(pd.Series([39, 40, 49.5, 50, 77, None]), [40, 50])
     assert bands.tolist()[:5] == ["<40", "40-49", "40-49", ">=50", ">=50"] and pd.isna(bands.iloc[5])
+    frame = pd.DataFrame({"age": bands, "pcr": [1, 0, 1, 0, 1, 0], "probability": [0.9, 0.1, 0.8, 0.4, 0.3, 0.2]})
+    result = variable_fairness(frame, "age", 0.5, min_n=1, n_bootstrap=100, seed=0)
+    assert [g.group for g in result.groups] == ["<40", "40-49", ">=50", "missing"]  # youngest first
