@@ -30,10 +30,15 @@ def write_cohort_tables(interim_dir: Path, tables: dict[str, pd.DataFrame], coho
         members = set(cohort_of.index[cohort_of == cohort])
         (root / cohort).mkdir(exist_ok=True)
         for name, table in tables.items():
-            path = root / cohort / f"{name}.parquet"
-            rows = table[table.patient_id.isin(members)].sort_values("patient_id").reset_index(drop=True)
-            if not (path.exists() and pd.read_parquet(path).equals(rows)):
-                rows.to_parquet(path, index=False)
+            write_if_changed(table[table.patient_id.isin(members)].sort_values("patient_id").reset_index(drop=True),
+                             root / cohort / f"{name}.parquet")
+
+
+def write_if_changed(rows: pd.DataFrame, path: Path) -> None:
+    """Write ``rows`` to ``path`` unless it already holds them: a per-cohort file keeps its bytes, and so its DVC
+    hash, while other cohorts change."""
+    if not (path.exists() and pd.read_parquet(path).equals(rows)):
+        rows.to_parquet(path, index=False)
 
 
 def read_table(interim_dir: Path, name: str, cohorts: list[str] | None = None) -> pd.DataFrame:

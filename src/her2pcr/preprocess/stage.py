@@ -13,6 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from her2pcr.config import PreprocessParams
+from her2pcr.interim import write_if_changed
 from her2pcr.preprocess.chain import PreprocessChain
 from her2pcr.preprocess.settings import CHAIN_FILE, COHORTS_DIR, Box
 
@@ -78,10 +79,7 @@ def write_cohort_indexes(index: pd.DataFrame, folder: Path) -> None:
         if stale.stem not in cohorts:
             stale.unlink()
     for cohort in sorted(cohorts):
-        path = folder / f"{cohort}.parquet"
-        rows = index[index.cohort == cohort].sort_index().reset_index()
-        if not (path.exists() and pd.read_parquet(path).equals(rows)):
-            rows.to_parquet(path, index=False)
+        write_if_changed(index[index.cohort == cohort].sort_index().reset_index(), folder / f"{cohort}.parquet")
 
 
 def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int]:

@@ -14,9 +14,8 @@ from her2pcr.validation.gate import SubgroupEvidence
 
 #: Variables with a meaning of their own; any other name is looked up in the clinical, then the acquisition table.
 BUILT_IN = ("age", "hormone_receptor", "field_strength", "site", "vendor")
-#: Where a built-in variable comes from: a column of the predictions frame (add_covariates), or (table, column).
-SOURCES = {"hormone_receptor": None, "field_strength": None, "site": ("clinical", "institution"),
-           "vendor": ("acquisition", "manufacturer")}
+FROM_PREDICTIONS = ("hormone_receptor", "field_strength")  # columns evaluation.predict.add_covariates adds
+FROM_TABLES = {"site": ("clinical", "institution"), "vendor": ("acquisition", "manufacturer")}
 
 
 def subgroup_columns(frame: pd.DataFrame, interim_dir: Path, cohorts: list[str], params: SubgroupParams
@@ -27,15 +26,16 @@ def subgroup_columns(frame: pd.DataFrame, interim_dir: Path, cohorts: list[str],
     for variable in params.variables:
         if variable == "age":
             out[variable] = age_band(tables["clinical"].age.reindex(frame.index), params.age_bands)
-        elif variable in SOURCES and SOURCES[variable] is None:
+            continue
+        if variable in FROM_PREDICTIONS:
             out[variable] = frame[variable]
-        else:
-            table, column = SOURCES.get(variable) or next(
-                ((name, variable) for name, t in tables.items() if variable in t.columns), (None, None))
-            if table is None:
-                raise ValueError(f"subgroup variable {variable!r} is neither built in {list(BUILT_IN)} nor a column of "
-                                 f"the clinical or acquisition table")
-            out[variable] = tables[table][column].reindex(frame.index)
+            continue
+        table, column = FROM_TABLES.get(variable) or next(
+            ((name, variable) for name, t in tables.items() if variable in t.columns), (None, None))
+        if table is None:
+            raise ValueError(f"subgroup variable {variable!r} is neither built in {list(BUILT_IN)} nor a column of "
+                             f"the clinical or acquisition table")
+        out[variable] = tables[table][column].reindex(frame.index)
     return out
 
 
