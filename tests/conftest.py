@@ -49,6 +49,18 @@ def tiny_cohort(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def extra_series_cohort(tmp_path_factory) -> Path:
+    """The tiny cohorts with every kind of non-DCE series a real study holds written into each exam."""
+    from her2pcr.synth.cohort import simulate_cohorts
+    from her2pcr.synth.extra_series import EXTRA_SERIES
+
+    out = tmp_path_factory.mktemp("extra-series") / "synthetic"
+    params = profile_simulate_params("tiny", out).model_copy(update={"extra_series": list(EXTRA_SERIES)})
+    simulate_cohorts(params, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def fault_cohort(tmp_path_factory) -> Path:
     from her2pcr.synth.cohort import simulate_cohorts
 

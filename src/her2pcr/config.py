@@ -19,6 +19,8 @@ FaultName = Literal[
     "manifest_without_images", "images_without_manifest", "missing_label", "nan_clinical_value",
 ]
 ALL_FAULTS: tuple[str, ...] = FaultName.__args__  # type: ignore[attr-defined]
+# Series a real study holds beside the DCE series (her2pcr.synth.extra_series), for series-selection fixtures.
+ExtraSeriesName = Literal["localizer", "t2", "t1_non_fat_sat", "subtraction", "mip"]
 
 
 class Strict(BaseModel):
@@ -64,11 +66,32 @@ class SimulateParams(Strict):
     cohorts: dict[str, CohortSize]
     truth: TruthModel
     faults: list[FaultName] = []
+    extra_series: list[ExtraSeriesName] = []  # written into every exam (not the fault patients)
 
 
 CLINICAL_FIELDS = ("patient_id", "age", "er", "pr", "stage", "lymph_node", "longest_diameter_mm", "regimen",
                    "pcr", "institution")
 BOX_FIELDS = ("patient_id", *Box._fields)  # the box manifest: a patient and their box
+
+
+class SeriesRules(Strict):
+    """What a series must be to be a phase of the dynamic T1 acquisition (``ingest.series`` in params.yaml)."""
+
+    exclude_image_type: list[str] = Field(
+        default_factory=lambda: ["DERIVED", "SECONDARY", "SUBTRACTION", "SUB", "MIP", "PROJECTION IMAGE",
+                                 "LOCALIZER", "MPR", "REFORMATTED"],
+        description="a series whose ImageType holds any of these values is not acquired DCE data")
+    exclude_description: str | None = Field(
+        r"(?i)\b(loc|locali[sz]er|scout|survey|3[- ]?plane|t2|stir|dwi|diffusion|adc|sub|subtraction|mip|mpr|"
+        r"calibration|cal|asset|reformat)\b",
+        description="regex on SeriesDescription: a match leaves the series out")
+    include_description: str | None = Field(
+        None, description="regex on SeriesDescription that every DCE series must match (null: any)")
+    scanning_sequences: list[str] = Field(
+        default_factory=lambda: ["GR"], description="ScanningSequence values of a T1 gradient-echo acquisition")
+    max_echo_time_ms: float = Field(10.0, gt=0)
+    max_repetition_time_ms: float = Field(50.0, gt=0)
+    min_slices: int = Field(8, ge=1, description="slice positions per time point")
 
 
 class IngestParams(Strict):
@@ -89,6 +112,7 @@ class IngestParams(Strict):
     out_dir: Path
     reports_dir: Path
     workers: int = Field(ge=1)
+    series: SeriesRules = SeriesRules()  # which series of an exam are its DCE phases
 
     @model_validator(mode="after")
     def _all_columns_mapped(self) -> IngestParams:

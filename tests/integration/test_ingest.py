@@ -105,3 +105,39 @@ def test_no_identifying_value_leaves_ingest(tiny_cohort, tmp_path):
                 data = b"".join(str(v).encode() for v in np.load(path).values() if v.dtype.kind in "UO")
             for secret in secrets:
                 assert secret.encode() not in data, (path, secret)
+
+
+# What the quarantine must say about each kind of extra series the simulator writes.
+EXTRA_REASON = {"3-plane loc": "ImageType LOCALIZER", "ax t2 fse": "exclude_description",
+                "ax t1 non fs": "outside the dynamic group", "ax dyn 1st pass sub": "ImageType DERIVED",
+                "mip 1st pass sub": "ImageType DERIVED"}
+
+
+def test_extra_series_are_skipped_with_reasons_and_the_exams_equal_the_clean_ones(tiny_cohort, extra_series_cohort,
+                                                                                tmp_path):
+    clean, clean_cohorts = ingest_params("tiny", tiny_cohort, tmp_path / "clean")
+    extra, _ = ingest_params("tiny", extra_series_cohort, tmp_path / "extra")
+    clean_report = ingest(clean, clean_cohorts, progress=False)
+    report = ingest(extra, clean_cohorts, progress=False)
+    assert report.ingested == clean_report.ingested == report.discovered
+    for path in sorted((clean.out_dir / "exams").glob("*.npz")):
+        a, b = np.load(path), np.load(extra.out_dir / "exams" / path.name)
+        assert a.files == b.files
+        for key in a.files:
+            assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), (path.name, key)
+    for table in ("clinical", "acquisition"):
+        pd.testing.assert_frame_equal(pd.read_parquet(clean.out_dir / f"{table}.parquet"),
+                                      pd.read_parquet(extra.out_dir / f"{table}.parquet"))
+    quarantine = pd.read_csv(extra.out_dir / "quarantine.csv", keep_default_na=False)
+    skipped = quarantine[quarantine.action == "series_skipped"]
+    for pid in report.ingested:
+        reasons = skipped[skipped.patient_id == pid].reason.tolist()
+        assert len(reasons) == len(EXTRA_REASON), (pid, reasons)
+        for description, reason in EXTRA_REASON.items():
+            assert any(f"'{description}'" in r and reason in r for r in reasons), (pid, description, reasons)
+        assert all(Path(f).exists() for f in skipped[skipped.patient_id == pid].file)
+    # series reconcile: every discovered series is used or skipped
+    assert report.series_discovered == clean_report.series_used + len(skipped)
+    assert report.series_used == clean_report.series_used == clean_report.series_discovered
+    assert f"{report.series_discovered} series = {report.series_used} used + {len(skipped)} skipped" \
+        in report.summary()

@@ -178,6 +178,21 @@ def test_served_exam_probability_equals_in_process_and_training_inputs(workspace
     assert answers[0] != answers[1]
 
 
+def test_a_whole_study_with_non_dce_series_gets_the_answer_of_its_dce_series(workspace, server, extra_series_cohort):
+    patient = external_patients(workspace)[0]
+    study = exam_record(extra_series_cohort / "dicom" / patient, box_of(workspace, patient))
+    dce_only = exam_record(exam_dir(workspace, patient), box_of(workspace, patient))
+    answers = []
+    for record in (study, dce_only):
+        response = invoke(server, {"dataframe_records": [record]})
+        assert response.status_code == 200, response.text
+        answers.append(response.json()["predictions"][0])
+    assert answers[0]["probability"] == pytest.approx(answers[1]["probability"], abs=1e-9)
+    skipped = [w for w in json.loads(answers[0]["warnings"]) if "not used:" in w]
+    assert len(skipped) == 5, skipped
+    assert any("'ax t1 non fs' not used" in w and "outside the dynamic group" in w for w in skipped)
+
+
 def test_served_tensors_give_the_same_probability(workspace, server):
     patient = external_patients(workspace)[0]
     with np.load(workspace / "data" / "processed" / f"{patient}.npz") as stacks:

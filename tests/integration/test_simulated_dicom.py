@@ -75,3 +75,21 @@ def test_dcm2niix_converts_every_exam(tiny_cohort, tmp_path):
             assert sizes == [(row.acq_matrix, row.acq_matrix, row.acq_slices, n_phases)], pid
         else:
             assert sizes == [(row.acq_matrix, row.acq_matrix, row.acq_slices)] * n_phases, pid
+
+
+def test_the_extra_series_pass_dciodvfy_without_errors(extra_series_cohort):
+    """One file of each non-DCE series (localiser, T2, non-fat-sat T1, subtraction, MIP) of every exam."""
+    require("dciodvfy")
+    chosen = {}
+    for path in sorted((extra_series_cohort / "dicom").rglob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if int(ds.SeriesNumber) in (1, 2, 20, 30, 31):
+            chosen.setdefault((path.relative_to(extra_series_cohort).parts[1], int(ds.SeriesNumber)), path)
+    assert len(chosen) == 5 * len(pd.read_csv(extra_series_cohort / "clinical.csv"))
+    failures = {}
+    for path in chosen.values():
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+        if errors:
+            failures[str(path)] = errors
+    assert not failures, list(failures.items())[:3]

@@ -43,6 +43,9 @@ class FileHeader:
     study_instance_uid: str | None = None
     series_number: int | None = None
     series_description: str | None = None
+    image_type: tuple[str, ...] | None = None  # upper case: ORIGINAL, PRIMARY, ... DERIVED, SUBTRACTION
+    scanning_sequence: str | None = None  # multi-valued as stored: GR, SE, SE\\IR
+    scan_options: str | None = None  # FS, PPG, ...
     modality: str | None = None
     sop_class_uid: str | None = None
     sop_instance_uid: str | None = None
@@ -110,6 +113,17 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
+def _words(value: Any) -> str | None:
+    """A multi-valued CS (e.g. ScanningSequence ``SE\\IR``) as upper-case text joined by backslashes."""
+    values = [value] if isinstance(value, str | bytes) else list(value)
+    return "\\".join(str(v).strip().upper() for v in values if str(v).strip()) or None
+
+
+def _image_type(value: Any) -> tuple[str, ...] | None:
+    text = _words(value)
+    return tuple(text.split("\\")) if text else None
+
+
 def _floats(value: Any) -> tuple[float, ...] | None:
     values = [value] if isinstance(value, str | bytes | int | float) else list(value)
     return tuple(float(v) for v in values) or None
@@ -121,6 +135,9 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "study_instance_uid": ("StudyInstanceUID", _text),
     "series_number": ("SeriesNumber", int),
     "series_description": ("SeriesDescription", _text),
+    "image_type": ("ImageType", _image_type),
+    "scanning_sequence": ("ScanningSequence", _words),
+    "scan_options": ("ScanOptions", _words),
     "modality": ("Modality", _text),
     "sop_class_uid": ("SOPClassUID", _text),
     "sop_instance_uid": ("SOPInstanceUID", _text),

@@ -27,6 +27,7 @@ __all__ = [
     "order_phases",
     "slice_normal",
     "slice_position",
+    "split_series",
 ]
 
 # Single-frame MR images only; the enhanced (multi-frame) objects carry their
@@ -147,7 +148,7 @@ def _split_by(files: list[FileHeader], key: Callable[[FileHeader], object]) -> l
     return [groups[k] for k in sorted(groups, key=lambda k: (k is None, k))]
 
 
-def _split_series(files: list[FileHeader]) -> list[list[FileHeader]]:
+def split_series(files: list[FileHeader]) -> list[list[FileHeader]]:
     """One series as one or several phases.
 
     Several TemporalPositionIdentifiers split it; otherwise repeated slice
@@ -272,7 +273,7 @@ def order_phases(headers: list[FileHeader]) -> PhaseOrder:
     series: dict[str | None, list[FileHeader]] = defaultdict(list)
     for header in headers:
         series[header.series_instance_uid].append(header)
-    raw = [phase for files in series.values() for phase in _split_series(files)]
+    raw = [phase for files in series.values() for phase in split_series(files)]
     phases = [_sort_phase(p) for p in raw]
     if len(phases) < 2:
         raise PhaseError(f"missing post-contrast phase: only {len(phases)} phase(s)")

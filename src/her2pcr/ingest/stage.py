@@ -14,6 +14,7 @@ from tqdm import tqdm
 from her2pcr.config import CohortsParams, IngestParams
 from her2pcr.dicom.discover import discover
 from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
+from her2pcr.dicom.series import SeriesRules, SkippedSeries, select_dce_series
 from her2pcr.ingest.cohorts import assign_cohorts
 from her2pcr.ingest.manifests import box_problem, read_manifests
 from her2pcr.interim import write_cohort_tables
@@ -34,6 +35,8 @@ class IngestReport:
     discovered: set[str] = field(default_factory=set)
     ingested: set[str] = field(default_factory=set)
     quarantine: list[dict] = field(default_factory=list)
+    series_discovered: int = 0  # series of the discovered image files
+    series_used: int = 0  # series that became phases of an ingested exam
 
     def exclude(self, pid: str, reason: str, file: str = "") -> None:
         self.quarantine.append({"patient_id": pid, "file": file, "action": "excluded", "reason": reason})
@@ -48,7 +51,13 @@ class IngestReport:
     def summary(self) -> str:
         files = sum(q["action"] == "file_skipped" for q in self.quarantine)
         return (f"ingest: discovered {len(self.discovered)} patients = {len(self.ingested)} ingested + "
-                f"{len(self.excluded)} quarantined; {files} files skipped")
+                f"{len(self.excluded)} quarantined; {files} files skipped; {self.series_discovered} series = "
+                f"{self.series_used} used + {self.series_skipped} skipped by series selection + "
+                f"{self.series_discovered - self.series_used - self.series_skipped} in quarantined exams")
+
+    @property
+    def series_skipped(self) -> int:
+        return sum(q["action"] == "series_skipped" for q in self.quarantine)
 
 
 def save_exam(exam: LoadedExam, path: Path) -> None:
@@ -62,12 +71,17 @@ def save_exam(exam: LoadedExam, path: Path) -> None:
     )
 
 
-def _load(args) -> tuple[str, LoadedExam | None, str | None]:
-    pid, headers = args
+def _load(args) -> tuple[str, LoadedExam | None, str | None, list[SkippedSeries], int]:
+    """One patient's exam from its files: the DCE series chosen, then loaded; the series left out and how many
+    series were used."""
+    pid, headers, rules = args
+    skipped: list[SkippedSeries] = []
     try:
-        return pid, load_exam(headers, pid), None
+        selection = select_dce_series(headers, rules)
+        skipped = selection.skipped
+        return pid, load_exam(selection.headers, pid), None, skipped, len(selection.used)
     except ExamError as error:
-        return pid, None, str(error)
+        return pid, None, str(error), skipped, 0
 
 
 def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) -> IngestReport:
@@ -95,10 +109,16 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
 
     candidates = sorted(imaged - report.excluded)
     loaded: dict[str, LoadedExam] = {}
-    tasks = [(pid, discovery.files_by_patient[pid]) for pid in candidates]
+    report.series_discovered = len({h.series_instance_uid for files in discovery.files_by_patient.values()
+                                    for h in files})
+    tasks = [(pid, discovery.files_by_patient[pid], params.series) for pid in candidates]
+    used: dict[str, int] = {}
     with ProcessPoolExecutor(max_workers=params.workers) as pool:
-        for pid, exam, error in tqdm(pool.map(_load, tasks), total=len(tasks), desc="ingest", unit="exam",
-                                     disable=not progress):
+        for pid, exam, error, skipped, n_used in tqdm(pool.map(_load, tasks), total=len(tasks), desc="ingest",
+                                                      unit="exam", disable=not progress):
+            for series in skipped:
+                report.note(pid, "series_skipped", f"{series.label} ({series.n_files} files): {series.reason}",
+                            series.folder)
             if error is not None:
                 report.exclude(pid, error)
                 continue
@@ -109,6 +129,7 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
             for warning in exam.warnings:
                 report.note(pid, "flagged", warning)
             loaded[pid] = exam
+            used[pid] = n_used
 
     clinical = manifests.clinical.loc[sorted(loaded)].copy()
     clinical["cohort"] = assign_cohorts(clinical, cohorts)
@@ -134,6 +155,7 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
     for pid in keep:
         save_exam(loaded[pid], exams_dir / f"{pid}.npz")
     report.ingested = set(keep)
+    report.series_used = sum(used[pid] for pid in keep)
     boxed = clinical.loc[keep].join(boxes.loc[keep])
     tables = {"clinical": boxed.reset_index(), "acquisition": acquisition[acquisition.patient_id.isin(keep)]}
     for name, table in tables.items():

@@ -49,7 +49,9 @@ def _present(value: Any) -> bool:
 def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chain) -> tuple[dict, list[str]]:
     """The chain's inputs for the one exam whose files are in ``folder``, and its loading warnings."""
     from her2pcr.dicom.discover import discover
+    from her2pcr.config import SeriesRules
     from her2pcr.dicom.exam import ExamError, load_exam
+    from her2pcr.dicom.series import select_dce_series
     from her2pcr.preprocess.voi import CropToBox
 
     found = discover(folder, patient_tag=STUDY_TAG)
@@ -63,13 +65,16 @@ def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chai
         raise RequestError(f"dicom_zip must hold exactly one exam (study), found {len(found.files_by_patient)}")
     headers = next(iter(found.files_by_patient.values()))
     try:
-        exam = load_exam(headers, "request")
+        # the default rules of ingest.series: a whole study (localiser, T2, subtractions...) can be sent as it is
+        selection = select_dce_series(headers, SeriesRules())
+        exam = load_exam(selection.headers, "request")
         # a box reaching past the volume is refused, as ingest quarantines it: clipping would answer another box
         CropToBox(clip=False).slices(exam.image.shape[1:], box)
         inputs = chain(exam.image, tuple(exam.spacing_mm), box)
     except (ExamError, ValueError) as error:
         raise RequestError(f"exam cannot be used: {error}") from None
-    return inputs, list(exam.warnings)
+    skipped = [f"{s.label} not used: {s.reason}" for s in selection.skipped]
+    return inputs, list(exam.warnings) + skipped
 
 
 class PcrModel(mlflow.pyfunc.PythonModel):

@@ -50,6 +50,7 @@ class ExamTask:
     dicom_root: Path
     master_seed: int
     fault: str | None = None
+    extra_series: tuple[str, ...] = ()  # non-DCE series written beside the dynamic ones (synth.extra_series)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def plan_site(params: SimulateParams, site_name: str, site: SiteProtocol, dicom_
     return [
         ExamTask(patient_id(site_name, k + 1), site_name, site, draw, regimens[k], fields[k] == "3T",
                  timing[k] == "yes", (params.seed, site_index, k + 1), params.matrix, params.slices,
-                 params.noise, dicom_root, params.seed)
+                 params.noise, dicom_root, params.seed, extra_series=tuple(params.extra_series))
         for k, draw in enumerate(draws)
     ]
 
@@ -156,6 +157,10 @@ def run_task(task: ExamTask) -> ExamResult:
     if task.fault is not None:
         exam = apply_image_fault(exam, task.fault)
     files = write_exam(exam, task.dicom_root, task.master_seed)
+    if task.extra_series:
+        from her2pcr.synth.extra_series import write_extra_series
+
+        files = sorted(files + write_extra_series(exam, task.dicom_root, task.master_seed, task.extra_series))
     return ExamResult(task.patient_id, box, truth, files)
 
 

@@ -108,3 +108,15 @@ def test_discovery_repr_holds_no_identifying_value(tiny_cohort):
 ])
 def test_tm_seconds_parses_dicom_times(text, seconds):
     assert tm_seconds(text) == seconds
+
+
+def test_series_selection_values_are_read_multi_valued(tmp_path):
+    from her2pcr.dicom.discover import header_from_dataset
+
+    ds = pydicom.Dataset()
+    ds.ImageType, ds.ScanningSequence, ds.ScanOptions = ["DERIVED", "SECONDARY", "SUBTRACTION"], ["SE", "IR"], "FS"
+    header = header_from_dataset(tmp_path / "x.dcm", ds)
+    assert header.image_type == ("DERIVED", "SECONDARY", "SUBTRACTION")
+    assert header.scanning_sequence == "SE\\IR" and header.scan_options == "FS"
+    empty = header_from_dataset(tmp_path / "y.dcm", pydicom.Dataset())
+    assert empty.image_type is None and empty.scan_options is None
