@@ -25,7 +25,7 @@ import numpy as np
 
 from her2pcr.config import SeriesRules
 from her2pcr.dicom.discover import FileHeader
-from her2pcr.dicom.phases import PhaseError, split_series, slice_normal
+from her2pcr.dicom.phases import PhaseError, slice_normal, split_series
 
 __all__ = ["SeriesRules", "SeriesSelection", "SkippedSeries", "select_dce_series"]
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from her2pcr.config import CohortsParams, IngestParams
 from her2pcr.dicom.discover import discover
 from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
-from her2pcr.dicom.series import SeriesRules, SkippedSeries, select_dce_series
+from her2pcr.dicom.series import SkippedSeries, select_dce_series
 from her2pcr.ingest.cohorts import assign_cohorts
 from her2pcr.ingest.manifests import box_problem, read_manifests
 from her2pcr.interim import write_cohort_tables

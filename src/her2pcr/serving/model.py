@@ -48,8 +48,8 @@ def _present(value: Any) -> bool:
 
 def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chain) -> tuple[dict, list[str]]:
     """The chain's inputs for the one exam whose files are in ``folder``, and its loading warnings."""
-    from her2pcr.dicom.discover import discover
     from her2pcr.config import SeriesRules
+    from her2pcr.dicom.discover import discover
     from her2pcr.dicom.exam import ExamError, load_exam
     from her2pcr.dicom.series import select_dce_series
     from her2pcr.preprocess.voi import CropToBox

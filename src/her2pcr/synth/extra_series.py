@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from pathlib import Path
+
 import numpy as np
 from pydicom.dataset import Dataset
 
