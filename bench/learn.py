@@ -1,6 +1,7 @@
 """The evidence bench: does the CNN learn what the images hold, against the image ceiling and the oracle?
 
 Run: python bench/learn.py [--sizes 85 200 400] [--pool 400] [--external 300] [--draws 1] [--cache data/bench/learn]
+     python bench/learn.py --in-site --sizes 85 --draws 5 [--train '{"epochs": 20}']
 
 From params.yaml alone (simulate, preprocess, train sections): simulated institution-1 training sets of each
 size and one pooled external test set drawn from the other sites' protocols (in proportion to their cohorts),
@@ -16,6 +17,11 @@ pooled external set with DeLong 95 % CIs:
   (the 48 PK features, L2 logistic) models, all fitted on the same training set;
 - paired DeLong of the CNN against each, CNN / image ceiling and CNN + clinical / oracle, the CNN's training
   AUC (in-sample and out-of-fold), seconds per epoch, and the CNN's and the ceiling's AUC site by site.
+
+``--in-site`` is the evidence to choose a training recipe on, and never looks at the external set: for each
+draw, one model (no fold ensemble) is trained on the draw and scored after every epoch on 150 other
+institution-1 patients of the pool, beside the image ceiling, the image-feature reference (fitted on the draw)
+and the oracle on the same patients. ``--train`` overrides keys of the train section (JSON) in either mode.
 
 Rendered and preprocessed exams are cached under --cache keyed by the simulator's code, the seed and the
 chain's fingerprint, so a re-run with another train section only retrains. Nothing here is a test: up to
@@ -199,14 +205,22 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--draws", type=int, default=1,
                         help="training sets per size: draw 0 in full, then the CNN's spread over other draws")
+    parser.add_argument("--in-site", action="store_true",
+                        help="per-epoch AUC on held-out institution-1 patients (recipe selection); no external set")
+    parser.add_argument("--train", type=json.loads, default={}, help="train-section overrides, as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("her2pcr").setLevel(logging.INFO)
     params = load_params(args.params)
     if max(args.sizes) > args.pool:
         parser.error(f"--pool {args.pool} is smaller than --sizes {max(args.sizes)}")
+    params = params.model_copy(update={"train": params.train.model_copy(update=args.train)})
     table, folder = build_cache(args, params)
     train_pool = table[table.set == "train"]
+    if args.in_site:
+        for n in args.sizes:
+            in_site(args.draws, n, train_pool, params, folder)
+        return
     test = table[table.set == "external"]
     y = test.pcr.to_numpy()
     ceiling = image_ceiling(params).predict_proba(test[IMAGE_PHENOTYPES].to_numpy())[:, 1]
@@ -260,6 +274,40 @@ def main() -> None:
               f"CNN + clinical / oracle {r_comb / delong(y, oracle).auc:.3f}", flush=True)
         if args.draws > 1:
             spread(args.draws, n, train_pool, test, tp, folder, r_cnn, others["image features"])
+
+
+IN_SITE_PATIENTS = 150  # held-out institution-1 patients per draw
+IN_SITE_STACKS = 12  # stacks per held-out patient, spread over the VOI
+LAST_EPOCHS = 5  # the score of a recipe: the mean over its last epochs, not the luckiest one
+
+
+def in_site(draws: int, n: int, train_pool: pd.DataFrame, params, folder: Path) -> None:
+    """Per draw, one model's patient-level AUC after every epoch on held-out institution-1 patients."""
+    from her2pcr.training.fit import fit_stacks, seed_everything
+
+    tp = params.train
+    ceiling = image_ceiling(params)
+    img_cols = [c for c in train_pool.columns if c.startswith("img_")]
+    scores = []
+    for draw in range(draws):
+        ids = stratified_subset(train_pool, n, draw)
+        rest = train_pool.drop(ids)
+        held = rest.loc[stratified_subset(rest, min(IN_SITE_PATIENTS, len(rest)), 100 + draw)]
+        seed_everything(tp)
+        train = load_stacks(folder, ids, tp.phases, train_pool.pcr, tp.max_stacks_per_patient)
+        validation = load_stacks(folder, list(held.index), tp.phases, train_pool.pcr, IN_SITE_STACKS)
+        _, history, _ = fit_stacks(tp, train, validation)
+        curve = history["val_patient_auc"]
+        scores.append(float(curve.iloc[-LAST_EPOCHS:].mean()))
+        references = {
+            "image ceiling": ceiling.predict_proba(held[IMAGE_PHENOTYPES].to_numpy())[:, 1],
+            "image features": fitted_scores(train_pool.loc[ids], held, img_cols, c=0.1),
+            "oracle": held.p_true.to_numpy()}
+        print(f"  draw {draw}: CNN last-{LAST_EPOCHS}-epoch mean {scores[-1]:.3f}, per epoch "
+              f"{' '.join(f'{v:.3f}' for v in curve)}; " + ", ".join(
+                  f"{name} {roc_auc_score(held.pcr, s):.3f}" for name, s in references.items()), flush=True)
+    print(f"in-site, {n} training patients, {len(held)} held out per draw: CNN mean {np.mean(scores):.3f} "
+          f"over {draws} draws ({', '.join(f'{v:.3f}' for v in scores)})")
 
 
 def spread(draws: int, n: int, train_pool: pd.DataFrame, test: pd.DataFrame, tp, folder: Path, first: float,
