@@ -162,14 +162,14 @@ def select_dce_series(headers: list[FileHeader], rules: SeriesRules) -> SeriesSe
         raise PhaseError("no dynamic series group: no protocol holds several time points among "
                          + ", ".join(_describe(g) for g in groups.values()))
     chosen = dynamic[0] if dynamic else next(iter(groups.values()))  # one time point: the phase reader says so
-    chosen_protocol = _protocol(chosen[0])
+    chosen_protocol, chosen_text = _protocol(chosen[0]), _describe(chosen)
     for protocol, group in groups.items():
         if protocol == chosen_protocol:
             continue
         for files in group:
             skipped.append(SkippedSeries(
                 _label(files), len(files), _folder(files),
-                f"{_time_points(files)} time point(s) outside the dynamic group {_describe(chosen)}: "
+                f"{_time_points(files)} time point(s) outside the dynamic group {chosen_text}: "
                 f"{_protocol_difference(protocol, chosen_protocol)}"))
     return SeriesSelection([h for files in chosen for h in files], [_label(s) for s in chosen], skipped)
 
