@@ -107,14 +107,16 @@ def write_extra_series(exam: ExamImages, root: Path, seed: int, kinds: tuple[str
                         for k in range(volume.shape[0])]
         folder = _series_dir(root, exam, template)
         folder.mkdir(parents=True, exist_ok=True)
+        encoders: dict[tuple, _PhaseEncoder] = {}  # one per orientation: constant elements encoded once
         for k, ((orientation, position), pixels) in enumerate(zip(geometry, volume, strict=True)):
-            slice_template = copy.deepcopy(template)
-            slice_template.ImageOrientationPatient = [_ds(v) for v in orientation]
+            if orientation not in encoders:
+                oriented = copy.deepcopy(template)
+                oriented.ImageOrientationPatient = [_ds(v) for v in orientation]
+                encoders[orientation] = _PhaseEncoder(oriented)
             sop_uid = exam_uid(seed, pid, "extra", kind, k)
             name = f"{sop_uid}.dcm" if acq.folder_layout == "flat" else f"IM{k + 1:05d}.dcm"
             location = float(np.dot(position, _normal(orientation)))
-            _PhaseEncoder(slice_template).write(folder / name, sop_uid, k + 1,
-                                                "\\".join(_ds(v) for v in position), _ds(location),
-                                                np.ascontiguousarray(pixels, dtype="<u2"))
+            encoders[orientation].write(folder / name, sop_uid, k + 1, "\\".join(_ds(v) for v in position),
+                                        _ds(location), np.ascontiguousarray(pixels, dtype="<u2"))
             written.append(folder / name)
     return sorted(written)
