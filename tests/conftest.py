@@ -61,6 +61,17 @@ def extra_series_cohort(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def enhanced_cohort(tmp_path_factory) -> Path:
+    """The tiny cohorts stored as Enhanced MR Image Storage: one multi-frame file per series."""
+    from her2pcr.synth.cohort import simulate_cohorts
+
+    out = tmp_path_factory.mktemp("enhanced") / "synthetic"
+    simulate_cohorts(profile_simulate_params("tiny", out).model_copy(update={"storage": "enhanced"}), out,
+                     progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def fault_cohort(tmp_path_factory) -> Path:
     from her2pcr.synth.cohort import simulate_cohorts
 

@@ -67,6 +67,8 @@ class SimulateParams(Strict):
     truth: TruthModel
     faults: list[FaultName] = []
     extra_series: list[ExtraSeriesName] = []  # written into every exam (not the fault patients)
+    # classic: one MR Image Storage file per slice; enhanced: one Enhanced MR Image Storage file per series
+    storage: Literal["classic", "enhanced"] = "classic"
 
 
 CLINICAL_FIELDS = ("patient_id", "age", "er", "pr", "stage", "lymph_node", "longest_diameter_mm", "regimen",

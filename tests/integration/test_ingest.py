@@ -141,3 +141,25 @@ def test_extra_series_are_skipped_with_reasons_and_the_exams_equal_the_clean_one
     assert report.series_used == clean_report.series_used == clean_report.series_discovered
     assert f"{report.series_discovered} series = {report.series_used} used + {len(skipped)} skipped" \
         in report.summary()
+
+
+def test_enhanced_mr_exams_ingest_to_the_interim_exams_of_their_classic_files(tiny_cohort, enhanced_cohort, tmp_path):
+    classic, cohorts = ingest_params("tiny", tiny_cohort, tmp_path / "classic")
+    enhanced, _ = ingest_params("tiny", enhanced_cohort, tmp_path / "enhanced")
+    classic_report = ingest(classic, cohorts, progress=False)
+    report = ingest(enhanced, cohorts, progress=False)
+    assert report.ingested == classic_report.ingested == report.discovered
+    assert report.series_used == classic_report.series_used == report.series_discovered
+    assert len(list((enhanced_cohort / "dicom").rglob("*.dcm"))) == report.series_discovered  # a file per series
+    for path in sorted((classic.out_dir / "exams").glob("*.npz")):
+        a, b = np.load(path), np.load(enhanced.out_dir / "exams" / path.name)
+        assert a.files == b.files
+        for key in a.files:
+            if key == "order_rule":  # an Enhanced frame has one time, FrameAcquisitionDateTime, whatever the tag
+                timed = str(a[key]) in ("ContentTime", "TriggerTime", "AcquisitionTime")
+                assert str(b[key]) == ("AcquisitionTime" if timed else str(a[key])), path.name
+                continue
+            assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), (path.name, key)
+    for table in ("clinical", "acquisition"):
+        pd.testing.assert_frame_equal(pd.read_parquet(classic.out_dir / f"{table}.parquet"),
+                                      pd.read_parquet(enhanced.out_dir / f"{table}.parquet"))

@@ -193,6 +193,18 @@ def test_a_whole_study_with_non_dce_series_gets_the_answer_of_its_dce_series(wor
     assert any("'ax t1 non fs' not used" in w and "outside the dynamic group" in w for w in skipped)
 
 
+def test_an_enhanced_mr_exam_gets_the_answer_of_its_classic_files(workspace, server, enhanced_cohort):
+    patient = external_patients(workspace)[0]
+    enhanced = exam_record(enhanced_cohort / "dicom" / patient, box_of(workspace, patient))
+    classic = exam_record(exam_dir(workspace, patient), box_of(workspace, patient))
+    answers = []
+    for record in (enhanced, classic):
+        response = invoke(server, {"dataframe_records": [record]})
+        assert response.status_code == 200, response.text
+        answers.append(response.json()["predictions"][0])
+    assert answers[0]["probability"] == pytest.approx(answers[1]["probability"], abs=1e-9)
+
+
 def test_served_tensors_give_the_same_probability(workspace, server):
     patient = external_patients(workspace)[0]
     with np.load(workspace / "data" / "processed" / f"{patient}.npz") as stacks:

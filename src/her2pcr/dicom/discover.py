@@ -21,7 +21,10 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from tqdm import tqdm
 
-__all__ = ["Discovery", "FileHeader", "FileProblem", "discover", "header_from_dataset", "tm_seconds"]
+from her2pcr.dicom.multiframe import frame_headers, is_multiframe
+
+__all__ = ["Discovery", "FileHeader", "FileProblem", "discover", "header_from_dataset", "headers_from_dataset",
+           "tm_seconds"]
 
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -39,6 +42,7 @@ class FileHeader:
     """
 
     path: Path
+    frame: int | None = None  # 0-based frame of a multi-frame (Enhanced MR) file; None for a single-frame one
     series_instance_uid: str | None = None
     study_instance_uid: str | None = None
     series_number: int | None = None
@@ -170,10 +174,9 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 
 
-def _value(ds: Dataset, keyword: str, convert: Callable[[Any], Any]) -> Any:
+def _converted(raw: Any, convert: Callable[[Any], Any]) -> Any:
     # A malformed value (e.g. text in a DS) must not drop the whole file: it becomes None.
     try:
-        raw = ds.get(keyword)
         if raw is None or (isinstance(raw, str | bytes) and not raw.strip()):
             return None
         return convert(raw)
@@ -181,10 +184,28 @@ def _value(ds: Dataset, keyword: str, convert: Callable[[Any], Any]) -> Any:
         return None
 
 
+def _value(ds: Dataset, keyword: str, convert: Callable[[Any], Any]) -> Any:
+    try:
+        raw = ds.get(keyword)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
+    return _converted(raw, convert)
+
+
+def _field_value(name: str, raw: Any) -> Any:
+    return _converted(raw, _FIELDS[name][1])
+
+
 def header_from_dataset(path: Path, ds: Dataset) -> FileHeader:
     """The non-identifying :class:`FileHeader` of a dataset read from ``path``."""
     values = {name: _value(ds, keyword, convert) for name, (keyword, convert) in _FIELDS.items()}
     return FileHeader(path=Path(path), transfer_syntax_uid=_transfer_syntax(ds), **values)
+
+
+def headers_from_dataset(path: Path, ds: Dataset) -> list[FileHeader]:
+    """The headers of a file: one, or one per frame of a multi-frame (Enhanced MR) image."""
+    header = header_from_dataset(path, ds)
+    return frame_headers(header, ds, _field_value) if is_multiframe(ds) else [header]
 
 
 def _transfer_syntax(ds: Dataset) -> str | None:
@@ -254,8 +275,8 @@ def _pixel_problem(path: Path, ds: Dataset) -> str | None:
     return None
 
 
-def _inspect(path: Path, patient_tag: str) -> tuple[str, FileHeader] | FileProblem | None:
-    """One file as (patient id, header), a problem, or None for a file to skip silently (DICOMDIR)."""
+def _inspect(path: Path, patient_tag: str) -> tuple[str, list[FileHeader]] | FileProblem | None:
+    """One file as (patient id, its headers), a problem, or None for a file to skip silently (DICOMDIR)."""
     try:
         ds = _read(path)
     except InvalidDicomError:
@@ -276,7 +297,10 @@ def _inspect(path: Path, patient_tag: str) -> tuple[str, FileHeader] | FileProbl
         return FileProblem(path, patient, pixel_problem)
     if patient is None:
         return FileProblem(path, None, f"no {patient_tag} value in {path.name}")
-    return patient, header_from_dataset(path, ds)
+    try:
+        return patient, headers_from_dataset(path, ds)
+    except Exception as exc:  # noqa: BLE001 - malformed functional groups are this file's problem
+        return FileProblem(path, patient, f"unreadable multi-frame functional groups: {_short(exc)}")
 
 
 def _short(exc: Exception) -> str:
@@ -301,7 +325,7 @@ def discover(root: Path, patient_tag: str = "ClinicalTrialSubjectID", progress: 
         if isinstance(result, FileProblem):
             found.problems.append(result)
         elif result is not None:
-            patient, header = result
-            found.files_by_patient.setdefault(patient, []).append(header)
+            patient, headers = result
+            found.files_by_patient.setdefault(patient, []).extend(headers)
     found.files_by_patient = dict(sorted(found.files_by_patient.items()))
     return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,15 +106,24 @@ def same_grid(a: Grid, b: Grid) -> bool:
             and np.allclose(a.direction, b.direction, rtol=0, atol=_DIRECTION_ATOL))
 
 
-def _read_phase(files: list[FileHeader], index: int) -> tuple[np.ndarray, bool]:
+def _pixels(header: FileHeader, multiframe: dict[Path, np.ndarray]) -> np.ndarray:
+    """One slice's stored values; a multi-frame file is decoded once, its frames then taken from ``multiframe``."""
+    # The transfer syntax is passed so files without a File Meta header decode too.
+    options = {"transfer_syntax_uid": header.transfer_syntax_uid} if header.transfer_syntax_uid else {}
+    if header.frame is None:
+        return pixel_array(header.path, **options)
+    if header.path not in multiframe:
+        multiframe[header.path] = pixel_array(header.path, **options).reshape(-1, header.rows, header.columns)
+    return multiframe[header.path][header.frame]
+
+
+def _read_phase(files: list[FileHeader], index: int, multiframe: dict[Path, np.ndarray]) -> tuple[np.ndarray, bool]:
     """Stack a phase's slices; return the array and whether rescaling made it float32."""
     rescale = any((h.rescale_slope not in (None, 1.0)) or (h.rescale_intercept not in (None, 0.0)) for h in files)
     slices = []
     for header in files:
         try:
-            # The transfer syntax is passed so files without a File Meta header decode too.
-            options = {"transfer_syntax_uid": header.transfer_syntax_uid} if header.transfer_syntax_uid else {}
-            pixels = pixel_array(header.path, **options)
+            pixels = _pixels(header, multiframe)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is this exam's problem
             raise ExamError(f"cannot decode pixels of phase {index}: {type(exc).__name__}") from exc
         if pixels.shape != (header.rows, header.columns):
@@ -208,8 +218,9 @@ def load_exam(headers: list[FileHeader], patient_id: str) -> LoadedExam:
     arrays: list[np.ndarray] = []
     rescaled = resampled = False
     resampled_phases: list[int] = []
+    multiframe: dict[Path, np.ndarray] = {}  # an Enhanced MR file may hold every phase: decode it once
     for k, (files, grid) in enumerate(zip(order.phases, grids, strict=True)):
-        array, was_rescaled = _read_phase(files, k)
+        array, was_rescaled = _read_phase(files, k, multiframe)
         rescaled |= was_rescaled
         if not same_grid(grid, reference):
             array = _resample(array, grid, reference)

@@ -18,8 +18,10 @@ import numpy as np
 from pydicom.uid import UID
 
 from her2pcr.dicom.discover import FileHeader
+from her2pcr.dicom.multiframe import MULTIFRAME_MR_SOP_CLASSES
 
 __all__ = [
+    "MR_SOP_CLASSES",
     "ExamError",
     "PhaseError",
     "PhaseOrder",
@@ -30,9 +32,8 @@ __all__ = [
     "split_series",
 ]
 
-# Single-frame MR images only; the enhanced (multi-frame) objects carry their
-# geometry in functional groups that this reader does not parse.
-_MR_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.4"}
+# Single-frame MR images, and the frames of the multi-frame ones (discover gives each frame its own header).
+MR_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.4", *MULTIFRAME_MR_SOP_CLASSES}
 _TIME_TAGS = ("ContentTime", "TriggerTime", "AcquisitionTime")  # fallback order when ordering by time
 _DAY_S = 86400.0
 _POSITION_DECIMALS = 2  # 0.01 mm: far below any slice spacing, far above DS rounding
@@ -122,16 +123,16 @@ def _series_label(files: list[FileHeader]) -> str:
 
 
 def _check_images(headers: list[FileHeader]) -> None:
-    """Only single-frame MR images with geometry can form a DCE exam."""
+    """Only MR images (or frames of Enhanced MR images) with geometry can form a DCE exam."""
     modalities = sorted({h.modality or "unknown" for h in headers})
     classes = sorted({h.sop_class_uid or "unknown" for h in headers})
-    if modalities != ["MR"] or any(c not in _MR_SOP_CLASSES for c in classes):
+    if modalities != ["MR"] or any(c not in MR_SOP_CLASSES for c in classes):
         names = ", ".join(UID(c).name if c != "unknown" else c for c in classes)
         if modalities != ["MR"]:
             raise PhaseError(f"non-MR modality: {', '.join(modalities)} ({names})")
-        raise PhaseError(f"unsupported MR SOP class: {names} (only single-frame MR Image Storage)")
-    if any((h.number_of_frames or 1) > 1 for h in headers):
-        raise PhaseError("unsupported multi-frame MR images")
+        raise PhaseError(f"unsupported MR SOP class: {names} (MR Image Storage or Enhanced MR Image Storage)")
+    if any((h.number_of_frames or 1) > 1 and h.frame is None for h in headers):
+        raise PhaseError("multi-frame MR images without per-frame functional groups")
     missing = [h for h in headers if h.image_position_patient is None or h.image_orientation_patient is None
                or h.pixel_spacing is None or h.rows is None or h.columns is None]
     if missing:

@@ -22,16 +22,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydicom.uid import UID
 
 from her2pcr.config import SeriesRules
 from her2pcr.dicom.discover import FileHeader
-from her2pcr.dicom.phases import PhaseError, slice_normal, split_series
+from her2pcr.dicom.phases import MR_SOP_CLASSES, PhaseError, slice_normal, split_series
 
 __all__ = ["SeriesRules", "SeriesSelection", "SkippedSeries", "select_dce_series"]
 
-MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-_ENHANCED_MR = {"1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
-                "1.2.840.10008.5.1.4.1.1.4.3": "Enhanced MR Color Image Storage"}
 # Scan options that flag gating, not the protocol: a vendor may set them on some phases only.
 _GATING_OPTIONS = {"PPG", "CG", "RG"}
 
@@ -76,10 +74,10 @@ def rule_failure(files: list[FileHeader], rules: SeriesRules) -> str | None:
     """Why a series cannot be a DCE phase, or None when it can."""
     first = files[0]
     classes = {h.sop_class_uid for h in files}
-    if classes != {MR_IMAGE_STORAGE} or {h.modality for h in files} != {"MR"}:
-        names = ", ".join(sorted(_ENHANCED_MR.get(c or "", c or "unknown") for c in classes))
+    if not classes <= MR_SOP_CLASSES or len(classes) > 1 or {h.modality for h in files} != {"MR"}:
+        names = ", ".join(sorted(UID(c).name if c else "unknown" for c in classes))
         modalities = ", ".join(sorted({h.modality or "unknown" for h in files}))
-        return f"modality {modalities}, SOP class {names}: not single-frame MR Image Storage"
+        return f"modality {modalities}, SOP class {names}: not MR Image Storage or Enhanced MR Image Storage"
     excluded = sorted({v for h in files for v in (h.image_type or ())} & set(rules.exclude_image_type))
     if excluded:
         return f"ImageType {'/'.join(excluded)}: not an acquired DCE image (ingest.series.exclude_image_type)"

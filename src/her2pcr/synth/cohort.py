@@ -51,6 +51,7 @@ class ExamTask:
     master_seed: int
     fault: str | None = None
     extra_series: tuple[str, ...] = ()  # non-DCE series written beside the dynamic ones (synth.extra_series)
+    storage: str = "classic"  # classic (a file per slice) | enhanced (a multi-frame Enhanced MR file per series)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ def plan_site(params: SimulateParams, site_name: str, site: SiteProtocol, dicom_
     return [
         ExamTask(patient_id(site_name, k + 1), site_name, site, draw, regimens[k], fields[k] == "3T",
                  timing[k] == "yes", (params.seed, site_index, k + 1), params.matrix, params.slices,
-                 params.noise, dicom_root, params.seed, extra_series=tuple(params.extra_series))
+                 params.noise, dicom_root, params.seed, extra_series=tuple(params.extra_series),
+                 storage=params.storage)
         for k, draw in enumerate(draws)
     ]
 
@@ -156,7 +158,12 @@ def run_task(task: ExamTask) -> ExamResult:
     exam, box, truth = render_task(task)
     if task.fault is not None:
         exam = apply_image_fault(exam, task.fault)
-    files = write_exam(exam, task.dicom_root, task.master_seed)
+    if task.storage == "enhanced":
+        from her2pcr.synth.enhanced_mr import write_enhanced_exam
+
+        files = write_enhanced_exam(exam, task.dicom_root, task.master_seed)
+    else:
+        files = write_exam(exam, task.dicom_root, task.master_seed)
     if task.extra_series:
         from her2pcr.synth.extra_series import write_extra_series
 

@@ -111,8 +111,8 @@ def test_a_lone_series_goes_on_to_the_phase_reader_which_says_what_is_missing():
     assert select_dce_series(only_pre, RULES).headers == only_pre
 
 
-def test_an_enhanced_mr_series_is_skipped_by_name():
-    enhanced = [replace(h, sop_class_uid="1.2.840.10008.5.1.4.1.1.4.1") for h in series(3, "ax dyn", n_slices=SLICES,
-                                                                                       **T1)]
-    with pytest.raises(PhaseError, match="Enhanced MR Image Storage"):
-        select_dce_series(enhanced, RULES)
+def test_an_unsupported_mr_storage_is_skipped_by_name():
+    colour = [replace(h, sop_class_uid="1.2.840.10008.5.1.4.1.1.4.3") for h in series(3, "ax dyn", n_slices=SLICES,
+                                                                                     **T1)]
+    with pytest.raises(PhaseError, match="Enhanced MR Color Image Storage"):
+        select_dce_series(colour, RULES)
