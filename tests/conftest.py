@@ -24,11 +24,13 @@ def run_command(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.Com
     return result
 
 
-def profile_params(profile: str) -> Params:
-    """params.yaml with a profile's overrides merged in (``default`` = params.yaml as committed)."""
+def profile_params(*profiles: str) -> Params:
+    """params.yaml with profiles' overrides merged in order, as `her2pcr profile A && her2pcr profile B` does
+    (``default`` = params.yaml as committed)."""
     merged = read_yaml(REPO / "params.yaml")
-    if profile != "default":
-        merged = deep_merge(merged, read_yaml(REPO / "conf" / "profiles" / f"{profile}.yaml"))
+    for profile in profiles:
+        if profile != "default":
+            merged = deep_merge(merged, read_yaml(REPO / "conf" / "profiles" / f"{profile}.yaml"))
     return Params.model_validate(merged)
 
 
@@ -67,6 +69,18 @@ def enhanced_cohort(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("enhanced") / "synthetic"
     simulate_cohorts(profile_simulate_params("tiny", out).model_copy(update={"storage": "enhanced"}), out,
+                     progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def duke_cohort(tmp_path_factory) -> Path:
+    """The tiny cohorts, natively and as a Duke-Breast-Cancer-MRI-like collection beside it."""
+    from her2pcr.synth.cohort import simulate_cohorts
+
+    out = tmp_path_factory.mktemp("duke") / "synthetic"
+    params = profile_params("tiny", "duke").simulate
+    simulate_cohorts(params.model_copy(update={"out_dir": out, "sites_file": REPO / params.sites_file}), out,
                      progress=False)
     return out
 

@@ -69,6 +69,14 @@ class SimulateParams(Strict):
     extra_series: list[ExtraSeriesName] = []  # written into every exam (not the fault patients)
     # classic: one MR Image Storage file per slice; enhanced: one Enhanced MR Image Storage file per series
     storage: Literal["classic", "enhanced"] = "classic"
+    # native: dicom/ + clinical.csv + boxes.csv; duke: also a Duke-Breast-Cancer-MRI-like copy (synth.collections)
+    collection: Literal["native", "duke"] = "native"
+
+    @model_validator(mode="after")
+    def _faults_are_native(self) -> SimulateParams:
+        if self.collection != "native" and self.faults:
+            raise ValueError("simulate.faults are written into the native layout only (collection: native)")
+        return self
 
 
 CLINICAL_FIELDS = ("patient_id", "age", "er", "pr", "stage", "lymph_node", "longest_diameter_mm", "regimen",
@@ -94,6 +102,8 @@ class SeriesRules(Strict):
     max_echo_time_ms: float = Field(10.0, gt=0)
     max_repetition_time_ms: float = Field(50.0, gt=0)
     min_slices: int = Field(8, ge=1, description="slice positions per time point")
+    study: Literal["earliest", "latest"] = Field(
+        "earliest", description="which study of a patient holding several is the exam (earliest: pre-treatment)")
 
 
 class IngestParams(Strict):
@@ -105,9 +115,18 @@ class IngestParams(Strict):
     boxes_file: str
     patient_id_tag: str
     box_index_base: Literal[0, 1]
+    # position: box slices count along the slice normal (the interim exam's order); instance_number: in the order
+    # of the files' InstanceNumber, as Duke-Breast-Cancer-MRI counts them (flipped where that order is reversed)
+    box_slice_order: Literal["position", "instance_number"] = "position"
     # canonical name -> column name in the source spreadsheet
     clinical_columns: dict[str, str]
     box_columns: dict[str, str]
+    # A spreadsheet whose header spans several rows (a category row, the names, a coding row): how many rows the
+    # header holds and which of them (0-based) holds the column names mapped above.
+    clinical_header_rows: int = Field(1, ge=1)
+    clinical_names_row: int = Field(0, ge=0)
+    # canonical column -> {coded value in the source: value ingest reads}, e.g. er: {"0": negative, "1": positive}
+    value_maps: dict[str, dict[str, str]] = {}
     positive_values: list[str]  # spellings of a positive receptor / node status
     age_range: tuple[float, float]
     diameter_range_mm: tuple[float, float]
@@ -124,6 +143,11 @@ class IngestParams(Strict):
             extra = set(mapping) - set(fields)
             if missing or extra:
                 raise ValueError(f"{name}: missing {sorted(missing)}, unknown {sorted(extra)}")
+        if self.clinical_names_row >= self.clinical_header_rows:
+            raise ValueError("clinical_names_row must be one of the clinical_header_rows")
+        unknown = set(self.value_maps) - set(CLINICAL_FIELDS) - {"patient_id"}
+        if unknown:
+            raise ValueError(f"value_maps: {sorted(unknown)} are not clinical columns")
         return self
 
 

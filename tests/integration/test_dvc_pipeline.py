@@ -19,10 +19,8 @@ def run(cmd, cwd):
     return result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """Tracked files of this checkout (as they are now) in a new git repository."""
-    root = tmp_path_factory.mktemp("clone") / "her2pcr"
+def clone(root, *profiles: str):
+    """Tracked files of this checkout (as they are now) in a new git repository, with profiles applied."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split()
     for name in files:
@@ -33,8 +31,14 @@ def workspace(tmp_path_factory):
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", "--allow-empty"], root)
     run(["git", "add", "-A"], root)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "snapshot"], root)
-    run(["her2pcr", "profile", "tiny"], root)
+    for profile in profiles:
+        run(["her2pcr", "profile", profile], root)
     return root
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return clone(tmp_path_factory.mktemp("clone") / "her2pcr", "tiny")
 
 
 def test_dvc_repro_runs_every_stage_then_has_nothing_to_do(workspace):
@@ -228,3 +232,19 @@ def test_report_renders_every_table(workspace):
         assert sum(g["n"] for g in variable["groups"]) == pooled["n"]
     assert "oracle" in report and "pk" in report and "clinical_significant" in report
     assert (workspace / "reports" / "report.html").read_text().count("<table>") >= 8
+
+
+def test_a_duke_like_collection_runs_through_dvc_repro_to_validation_reports(tmp_path_factory):
+    """Params only (conf/profiles/duke.yaml on top of tiny): the collection's layout, sheets and codes."""
+    root = clone(tmp_path_factory.mktemp("duke-clone") / "her2pcr", "tiny", "duke")
+    output = run(["dvc", "repro"], root)
+    assert "ingest: discovered 22 patients = 22 ingested + 0 quarantined" in output
+    quarantine = pd.read_csv(root / "data" / "interim" / "quarantine.csv", keep_default_na=False)
+    assert quarantine.patient_id.str.startswith("Breast_MRI_").all()
+    assert (quarantine.action == "series_skipped").any() and (quarantine.action != "excluded").all()
+    for cohort in ("D3", "D4"):
+        assert (root / "reports" / "validation" / cohort / "report.html").exists()
+        gate = json.loads((root / "metrics" / "validate" / f"{cohort}.json").read_text())["gate"]
+        assert gate["decision"] in {"pass", "fail"} and gate["reasons"]
+    predictions = pd.read_csv(root / "metrics" / "predictions.csv")
+    assert predictions.patient_id.str.startswith("Breast_MRI_").all() and len(set(predictions.patient_id)) == 22

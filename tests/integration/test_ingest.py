@@ -29,8 +29,8 @@ EXPECTED_REASON = {
 }
 
 
-def ingest_params(profile: str, source: Path, out: Path):
-    params = profile_params(profile)
+def ingest_params(profile: str, source: Path, out: Path, *more_profiles: str):
+    params = profile_params(profile, *more_profiles)
     ingest_section = params.ingest.model_copy(update={
         "source_dir": source, "out_dir": out / "interim", "reports_dir": out / "reports" / "data-quality"})
     return ingest_section, params.cohorts
@@ -163,3 +163,46 @@ def test_enhanced_mr_exams_ingest_to_the_interim_exams_of_their_classic_files(ti
     for table in ("clinical", "acquisition"):
         pd.testing.assert_frame_equal(pd.read_parquet(classic.out_dir / f"{table}.parquet"),
                                       pd.read_parquet(enhanced.out_dir / f"{table}.parquet"))
+
+
+def test_a_duke_like_collection_ingests_through_params_to_the_native_exams(duke_cohort, tmp_path):
+    native, cohorts = ingest_params("tiny", duke_cohort, tmp_path / "native")
+    duke, _ = ingest_params("tiny", duke_cohort, tmp_path / "duke", "duke")
+    native_report = ingest(native, cohorts, progress=False)
+    report = ingest(duke, cohorts, progress=False)
+    truth = pd.read_csv(duke_cohort / "truth.csv")
+    ids = dict(zip(truth.simulated_patient_id, truth.patient_id, strict=True))
+    assert report.ingested == {ids[pid] for pid in native_report.ingested} == report.discovered
+    for path in sorted((native.out_dir / "exams").glob("*.npz")):
+        a, b = np.load(path), np.load(duke.out_dir / "exams" / f"{ids[path.stem]}.npz")
+        for key in a.files:
+            assert np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"), (path.name, key)
+    for table in ("clinical", "acquisition"):  # boxes included: the reversed patients' slices flipped back
+        expected = pd.read_parquet(native.out_dir / f"{table}.parquet")
+        expected["patient_id"] = expected.patient_id.map(ids)
+        got = pd.read_parquet(duke.out_dir / f"{table}.parquet")
+        pd.testing.assert_frame_equal(expected.sort_values("patient_id").reset_index(drop=True),
+                                      got.sort_values("patient_id").reset_index(drop=True))
+    quarantine = pd.read_csv(duke.out_dir / "quarantine.csv", keep_default_na=False)
+    flipped = set(quarantine[quarantine.reason.str.contains("box slices flipped")].patient_id)
+    ordered = sorted(ids.values())
+    assert flipped == set(ordered[1::2])  # the collection writer reverses every other patient's z-order
+    skipped = quarantine[quarantine.action == "series_skipped"]
+    assert set(skipped.patient_id) == set(ordered[3::4])  # the patients with a follow-up study
+    assert skipped.reason.str.contains("150 days after the chosen study .* not the earliest study").all()
+    assert report.series_discovered == report.series_used + len(skipped)
+    assert report.series_used == native_report.series_used
+
+
+def test_a_duke_like_collection_leaks_no_identifying_value(duke_cohort, tmp_path):
+    params, cohorts = ingest_params("tiny", duke_cohort, tmp_path, "duke")
+    ingest(params, cohorts, progress=False)
+    secrets = set()
+    for path in list((duke_cohort / "Duke-Breast-Cancer-MRI").rglob("*.dcm"))[::25]:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        secrets |= {str(ds.PatientName), ds.PatientBirthDate, ds.AccessionNumber, ds.StudyDate}
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix != ".npz":
+            data = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, (path, secret)

@@ -8,6 +8,7 @@ after :func:`discover` can leak them.
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,10 @@ class FileHeader:
     frame: int | None = None  # 0-based frame of a multi-frame (Enhanced MR) file; None for a single-frame one
     series_instance_uid: str | None = None
     study_instance_uid: str | None = None
+    study_description: str | None = None
+    # StudyDate + StudyTime as seconds since 1970, only to tell a patient's studies apart in time (which one is
+    # pre-treatment). A date is identifying: it is never written anywhere, only compared within one patient.
+    study_start_s: float | None = None
     series_number: int | None = None
     series_description: str | None = None
     image_type: tuple[str, ...] | None = None  # upper case: ORIGINAL, PRIMARY, ... DERIVED, SUBTRACTION
@@ -137,6 +142,7 @@ def _floats(value: Any) -> tuple[float, ...] | None:
 _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "series_instance_uid": ("SeriesInstanceUID", _text),
     "study_instance_uid": ("StudyInstanceUID", _text),
+    "study_description": ("StudyDescription", _text),
     "series_number": ("SeriesNumber", int),
     "series_description": ("SeriesDescription", _text),
     "image_type": ("ImageType", _image_type),
@@ -196,10 +202,22 @@ def _field_value(name: str, raw: Any) -> Any:
     return _converted(raw, _FIELDS[name][1])
 
 
+def _study_start(ds: Dataset) -> float | None:
+    date = _value(ds, "StudyDate", _text)
+    if date is None:
+        return None
+    try:
+        day = datetime.datetime.strptime(date[:8], "%Y%m%d").replace(tzinfo=datetime.UTC).timestamp()
+    except ValueError:
+        return None
+    return day + (_value(ds, "StudyTime", tm_seconds) or 0.0)
+
+
 def header_from_dataset(path: Path, ds: Dataset) -> FileHeader:
     """The non-identifying :class:`FileHeader` of a dataset read from ``path``."""
     values = {name: _value(ds, keyword, convert) for name, (keyword, convert) in _FIELDS.items()}
-    return FileHeader(path=Path(path), transfer_syntax_uid=_transfer_syntax(ds), **values)
+    return FileHeader(path=Path(path), transfer_syntax_uid=_transfer_syntax(ds), study_start_s=_study_start(ds),
+                      **values)
 
 
 def headers_from_dataset(path: Path, ds: Dataset) -> list[FileHeader]:

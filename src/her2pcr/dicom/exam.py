@@ -60,6 +60,9 @@ class LoadedExam:
     resampled_phases: list[int]
     warnings: list[str]
     acquisition: dict[str, Any]
+    # The pre-contrast files' InstanceNumbers fall along the slice normal: a collection that counts slices in
+    # InstanceNumber order (Duke-Breast-Cancer-MRI's boxes) counts them from the other end.
+    instance_order_reversed: bool = False
 
     @property
     def phase_names(self) -> list[str]:
@@ -234,6 +237,8 @@ def load_exam(headers: list[FileHeader], patient_id: str) -> LoadedExam:
         arrays = [a.astype(np.float32, copy=False) for a in arrays]
     image = np.stack(arrays)
     acquisition = _acquisition(order.phases, order.times_s, warnings)
+    instances = [h.instance_number for h in order.phases[0]]
+    reversed_order = None not in instances and len(instances) > 1 and bool(np.all(np.diff(instances) < 0))
     return LoadedExam(
         patient_id=patient_id,
         image=image,
@@ -245,5 +250,6 @@ def load_exam(headers: list[FileHeader], patient_id: str) -> LoadedExam:
         resampled_phases=resampled_phases,
         warnings=warnings,
         acquisition=acquisition,
+        instance_order_reversed=reversed_order,
     )
 

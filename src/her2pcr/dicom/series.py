@@ -129,20 +129,58 @@ def _describe(group: list[list[FileHeader]]) -> str:
     return f"[{labels}] ({sum(_time_points(s) for s in group)} time points)"
 
 
-def select_dce_series(headers: list[FileHeader], rules: SeriesRules) -> SeriesSelection:
-    """The files of the exam's dynamic group, and every other series with the reason it was left out.
+def _study_label(files: list[FileHeader]) -> str:
+    return f"study '{files[0].study_description or ''}'"
 
-    Raises :class:`PhaseError` when no series passes the rules, or when several protocol groups each hold
-    several time points (two dynamic acquisitions that the rules cannot tell apart).
+
+def choose_study(headers: list[FileHeader], rules: SeriesRules) -> tuple[list[FileHeader], list[SkippedSeries]]:
+    """A patient's one study by ``rules.study`` (earliest: the pre-treatment exam); every series of the others.
+
+    The studies are ordered by StudyDate + StudyTime; a reason gives the gap in days, never a date.
     """
+    by_study: dict[str | None, list[FileHeader]] = defaultdict(list)
+    for header in headers:
+        by_study[header.study_instance_uid].append(header)
+    if len(by_study) == 1:
+        return headers, []
+    starts = {uid: min((h.study_start_s for h in files if h.study_start_s is not None), default=None)
+              for uid, files in by_study.items()}
+    if None in starts.values():
+        raise PhaseError(f"{len(by_study)} studies for one patient and StudyDate missing in some: the "
+                         f"{rules.study} study cannot be chosen")
+    ordered = sorted(by_study, key=lambda uid: starts[uid])  # type: ignore[arg-type, return-value]
+    chosen = ordered[0] if rules.study == "earliest" else ordered[-1]
+    skipped = []
+    for uid in ordered:
+        if uid == chosen:
+            continue
+        days = (starts[uid] - starts[chosen]) / 86400.0  # type: ignore[operator]
+        when = f"{abs(days):.0f} days {'after' if days > 0 else 'before'}"
+        reason = (f"in {_study_label(by_study[uid])}, {when} the chosen {_study_label(by_study[chosen])}: "
+                  f"not the {rules.study} study (ingest.series.study)")
+        for files in _series_of(by_study[uid]):
+            skipped.append(SkippedSeries(_label(files), len(files), _folder(files), reason))
+    return by_study[chosen], skipped
+
+
+def _series_of(headers: list[FileHeader]) -> list[list[FileHeader]]:
     by_series: dict[str | None, list[FileHeader]] = defaultdict(list)
     for header in headers:
         by_series[header.series_instance_uid].append(header)
-    series = sorted(by_series.values(), key=lambda s: (s[0].series_number is None, s[0].series_number or 0,
-                                                       str(s[0].series_instance_uid)))
-    skipped: list[SkippedSeries] = []
+    return sorted(by_series.values(), key=lambda s: (s[0].series_number is None, s[0].series_number or 0,
+                                                     str(s[0].series_instance_uid)))
+
+
+def select_dce_series(headers: list[FileHeader], rules: SeriesRules) -> SeriesSelection:
+    """The files of the exam's dynamic group, and every other series with the reason it was left out.
+
+    A patient with several studies gets one, chosen by ``rules.study``; the others' series are skipped. Raises
+    :class:`PhaseError` when no series passes the rules, or when several protocol groups each hold several time
+    points (two dynamic acquisitions that the rules cannot tell apart).
+    """
+    headers, skipped = choose_study(headers, rules)
     groups: dict[tuple, list[list[FileHeader]]] = defaultdict(list)
-    for files in series:
+    for files in _series_of(headers):
         reason = rule_failure(files, rules)
         if reason is None:
             groups[_protocol(files)].append(files)

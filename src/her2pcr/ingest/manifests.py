@@ -20,17 +20,37 @@ class Manifests:
     problems: dict[str, list[str]]  # patient_id -> reasons the rows cannot be used
 
 
-def read_table(path, mapping: dict[str, str], what: str) -> pd.DataFrame:
-    """Read a CSV (or Excel) manifest and rename its columns to the canonical names."""
+def read_table(path, mapping: dict[str, str], what: str, header_rows: int = 1, names_row: int = 0) -> pd.DataFrame:
+    """Read a CSV (or Excel) manifest and rename its columns to the canonical names.
+
+    A header of several rows (a category row, the names, a coding row, as clinical spreadsheets of public
+    collections have) is read as ``header_rows`` rows whose row ``names_row`` holds the column names.
+    """
     # Text, like the CSV path: a numeric 0/1 column of a spreadsheet then maps through ingest.positive_values too
     excel = str(path).endswith((".xlsx", ".xls"))
-    frame = pd.read_excel(path, dtype=str) if excel else pd.read_csv(path, dtype=str)
+    raw = pd.read_excel(path, dtype=str, header=None) if excel else pd.read_csv(path, dtype=str, header=None)
+    frame = raw.iloc[header_rows:].reset_index(drop=True)
+    frame.columns = [str(name).strip() if pd.notna(name) else "" for name in raw.iloc[names_row]]
     missing = [source for source in mapping.values() if source not in frame.columns]
     if missing:
         raise ValueError(f"{path}: {what} columns {missing} not found (mapped in params ingest.{what}_columns)")
     frame = frame[list(mapping.values())].rename(columns={v: k for k, v in mapping.items()})
     frame["patient_id"] = frame["patient_id"].astype(str).str.strip()
     return frame
+
+
+def decode_values(frame: pd.DataFrame, value_maps: dict[str, dict[str, str]]) -> tuple[pd.DataFrame, dict]:
+    """Coded values through ``ingest.value_maps``; a code the map lacks is a problem of that patient's row."""
+    out = frame.copy()
+    problems: dict[str, list[str]] = {}
+    for column, mapping in value_maps.items():
+        values = out[column].str.strip()
+        unknown = values.notna() & ~values.isin(list(mapping))
+        for pid, value in zip(out.patient_id[unknown], values[unknown], strict=True):
+            problems.setdefault(pid, []).append(
+                f"clinical manifest: {column} code {value!r} is not in ingest.value_maps.{column} {sorted(mapping)}")
+        out[column] = values.map(mapping).where(~unknown, None)
+    return out, problems
 
 
 def normalise_clinical(frame: pd.DataFrame, params: IngestParams) -> pd.DataFrame:
@@ -83,6 +103,13 @@ def to_zero_based_boxes(boxes: pd.DataFrame, base: int) -> pd.DataFrame:
     return out
 
 
+def box_in_position_order(box: pd.Series, n_slices: int) -> pd.Series:
+    """A box whose slices count from the other end of the volume, in the interim exam's slice order."""
+    out = box.copy()
+    out["slice_start"], out["slice_end"] = n_slices - 1 - box["slice_end"], n_slices - 1 - box["slice_start"]
+    return out
+
+
 def box_problem(box: pd.Series, shape: tuple[int, int, int]) -> str | None:
     """Why a 0-based inclusive box does not fit a (slices, rows, columns) volume, or None."""
     limits = {"slice": shape[0], "row": shape[1], "column": shape[2]}
@@ -100,10 +127,14 @@ def box_problem(box: pd.Series, shape: tuple[int, int, int]) -> str | None:
 
 def read_manifests(params: IngestParams) -> Manifests:
     source = params.source_dir
-    clinical = normalise_clinical(read_table(source / params.clinical_file, params.clinical_columns, "clinical"),
-                                  params)
+    clinical = read_table(source / params.clinical_file, params.clinical_columns, "clinical",
+                          params.clinical_header_rows, params.clinical_names_row)
+    clinical, code_problems = decode_values(clinical, params.value_maps)
+    clinical = normalise_clinical(clinical, params)
     boxes = to_zero_based_boxes(read_table(source / params.boxes_file, params.box_columns, "box"),
                                 params.box_index_base)
     problems = row_problems(clinical, boxes)
+    for pid, reasons in code_problems.items():
+        problems.setdefault(pid, []).extend(reasons)
     return Manifests(clinical.drop_duplicates("patient_id").set_index("patient_id"),
                      boxes.drop_duplicates("patient_id").set_index("patient_id"), problems)

@@ -16,7 +16,7 @@ from her2pcr.dicom.discover import discover
 from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
 from her2pcr.dicom.series import SkippedSeries, select_dce_series
 from her2pcr.ingest.cohorts import assign_cohorts
-from her2pcr.ingest.manifests import box_problem, read_manifests
+from her2pcr.ingest.manifests import box_in_position_order, box_problem, read_manifests
 from her2pcr.interim import write_cohort_tables
 from her2pcr.quality.expectations import (
     acquisition_expectations,
@@ -122,6 +122,10 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
             if error is not None:
                 report.exclude(pid, error)
                 continue
+            if params.box_slice_order == "instance_number" and exam.instance_order_reversed:
+                manifests.boxes.loc[pid] = box_in_position_order(manifests.boxes.loc[pid], exam.image.shape[1])
+                report.note(pid, "flagged", "InstanceNumber runs against the slice normal: box slices flipped "
+                                            "(ingest.box_slice_order instance_number)")
             problem = box_problem(manifests.boxes.loc[pid], exam.image.shape[1:])
             if problem is not None:
                 report.exclude(pid, problem)

@@ -226,6 +226,10 @@ def simulate_cohorts(params: SimulateParams, out_dir: Path, progress: bool = Tru
     boxes.to_csv(out_dir / "boxes.csv", index=False)
     truth.to_csv(out_dir / "truth.csv", index=False)
     pd.DataFrame(fault_rows, columns=["patient_id", "fault", "detail"]).to_csv(out_dir / "faults.csv", index=False)
+    if params.collection == "duke":
+        from her2pcr.synth.collections import write_duke_like
+
+        write_duke_like(out_dir, params.seed)
     n_files = sum(len(r.files) for r in results.values())
     return {"patients": len(all_tasks), "exams": len(results), "files": n_files, "faults": len(fault_tasks),
             "rendered": len(todo), "reused": len(image_tasks) - len(todo)}

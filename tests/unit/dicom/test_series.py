@@ -116,3 +116,20 @@ def test_an_unsupported_mr_storage_is_skipped_by_name():
                                                                                      **T1)]
     with pytest.raises(PhaseError, match="Enhanced MR Color Image Storage"):
         select_dce_series(colour, RULES)
+
+
+def test_the_earliest_study_is_the_exam_and_the_later_one_is_listed_with_its_gap_in_days():
+    day = 86400.0
+    before = [replace(h, study_instance_uid="1.1", study_description="pre NAC", study_start_s=1000 * day)
+              for h in dce()]
+    after = [replace(h, study_instance_uid="1.2", study_description="post NAC", study_start_s=1150 * day,
+                     series_instance_uid=f"2.{h.series_instance_uid}") for h in dce()]
+    selection = select_dce_series(after + before, RULES)
+    assert selection.headers == before and len(selection.skipped) == 3
+    assert all("in study 'post NAC', 150 days after the chosen study 'pre NAC': not the earliest study"
+               in s.reason for s in selection.skipped)
+    latest = select_dce_series(after + before, RULES.model_copy(update={"study": "latest"}))
+    assert latest.headers == after and "150 days before" in latest.skipped[0].reason
+    undated = [replace(h, study_start_s=None) for h in after]
+    with pytest.raises(PhaseError, match="StudyDate missing"):
+        select_dce_series(undated + before, RULES)

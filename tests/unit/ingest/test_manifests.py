@@ -63,3 +63,31 @@ def test_internal_split_is_stratified_and_externals_follow_institutions():
     assert (cohort == "D2").sum() == 6 and clinical.pcr[cohort == "D2"].sum() == 3
     assert cohort["b1"] == "D3" and cohort["c1"] == "D4"
     assert cohort.equals(assign_cohorts(clinical, params))
+
+
+def test_a_sheet_with_a_three_row_header_and_coded_values_reads_through_value_maps(tmp_path):
+    from her2pcr.ingest.manifests import decode_values
+
+    sheet = pd.DataFrame([["", "Tumor Characteristics", ""], ["Patient ID", "ER", "Neoadjuvant Chemotherapy"],
+                          ["", "{0 = neg, 1 = pos}", "{1 = DCTP, 2 = DCT}"], ["B1", "1", "2"], ["B2", "0", "7"]])
+    sheet.to_excel(tmp_path / "clinical.xlsx", header=False, index=False)
+    frame = read_table(tmp_path / "clinical.xlsx", {"patient_id": "Patient ID", "er": "ER",
+                                                     "regimen": "Neoadjuvant Chemotherapy"}, "clinical",
+                       header_rows=3, names_row=1)
+    assert list(frame.patient_id) == ["B1", "B2"]
+    decoded, problems = decode_values(frame, {"er": {"0": "negative", "1": "positive"},
+                                              "regimen": {"1": "DCTP", "2": "DCT"}})
+    assert list(decoded.er) == ["positive", "negative"] and decoded.regimen[0] == "DCT"
+    assert pd.isna(decoded.regimen[1])
+    assert problems == {"B2": ["clinical manifest: regimen code '7' is not in ingest.value_maps.regimen "
+                               "['1', '2']"]}
+
+
+def test_a_box_counted_from_the_other_end_is_flipped_into_position_order():
+    from her2pcr.ingest.manifests import box_in_position_order
+
+    box = pd.Series({"row_start": 1, "row_end": 5, "column_start": 2, "column_end": 6, "slice_start": 0,
+                     "slice_end": 3})
+    flipped = box_in_position_order(box, n_slices=10)
+    assert (flipped.slice_start, flipped.slice_end) == (6, 9) and flipped.row_start == 1
+    assert box_in_position_order(flipped, 10).equals(box)

@@ -1,0 +1,184 @@
+"""Simulated cohorts laid out as a public collection, so ingest is tested on the layouts users point it at.
+
+``write_duke_like`` copies a native simulated source into the layout of Duke-Breast-Cancer-MRI (TCIA):
+
+- ``Duke-Breast-Cancer-MRI/Breast_MRI_NNN/<study>/<series>/1-NNN.dcm``; PatientID is the pseudonym
+  (``Breast_MRI_NNN``) and no Clinical Trial attribute is left;
+- every other patient's files count InstanceNumber against the slice normal (feet to head), the reversed z-order
+  that the collection's documentation warns about; the box sheet counts slices in InstanceNumber order;
+- every fourth patient also holds a later follow-up study (150 days on, fainter enhancement): ingest must choose
+  the earliest, pre-treatment study;
+- ``Annotation_Boxes.xlsx`` with the collection's columns (1-based, inclusive);
+- ``Clinical_and_Other_Features.xlsx`` with a three-row header (category, name, coding) and coded values, read
+  through ``ingest.value_maps`` (conf/profiles/duke.yaml).
+
+``truth.csv`` is rewritten with the collection's ids (the native id kept as ``simulated_patient_id``).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+
+from her2pcr.synth.dicom_writer import exam_uid
+
+__all__ = ["DUKE_BOX_COLUMNS", "DUKE_CLINICAL", "DUKE_DICOM_DIR", "REGIMEN_CODES", "write_duke_like"]
+
+DUKE_DICOM_DIR = "Duke-Breast-Cancer-MRI"
+DUKE_BOXES_FILE = "Annotation_Boxes.xlsx"
+DUKE_CLINICAL_FILE = "Clinical_and_Other_Features.xlsx"
+DUKE_BOX_COLUMNS = {"patient_id": "Patient ID", "row_start": "Start Row", "row_end": "End Row",
+                    "column_start": "Start Column", "column_end": "End Column", "slice_start": "Start Slice",
+                    "slice_end": "End Slice"}
+REGIMEN_CODES = {"DCTP": "1", "DCT": "2", "TCH": "3", "TCHP": "4"}
+_STAGE_CODES = {"I": "1", "II": "2", "III": "3", "IV": "4"}
+_STATUS_CODES = {"negative": "0", "positive": "1"}
+# canonical column: (category, name in the sheet, coding row text, how a native value is coded)
+DUKE_CLINICAL: dict[str, tuple[str, str, str, dict | None]] = {
+    "patient_id": ("", "Patient ID", "", None),
+    "age": ("Demographics", "Age at MRI (years)", "", None),
+    "er": ("Tumor Characteristics", "ER", "{0 = neg, 1 = pos}", _STATUS_CODES),
+    "pr": ("", "PR", "{0 = neg, 1 = pos}", _STATUS_CODES),
+    "stage": ("", "Clinical stage", "{1 = I, 2 = II, 3 = III, 4 = IV}", _STAGE_CODES),
+    "lymph_node": ("", "Staging(Nodes)#(Nx replaced by -1)[N]", "{0 = N0, 1 = N+}", _STATUS_CODES),
+    "longest_diameter_mm": ("", "Tumor Size (mm)", "", None),
+    "regimen": ("Treatment", "Neoadjuvant Chemotherapy",
+                "{" + ", ".join(f"{c} = {r}" for r, c in REGIMEN_CODES.items()) + "}", REGIMEN_CODES),
+    "pcr": ("Outcome", "Pathologic Response to Neoadjuvant Therapy", "{0 = non-pCR, 1 = pCR}", None),
+    "institution": ("Imaging", "Site", "", None),
+}
+_FOLLOW_UP_DAYS = 150
+_FOLLOW_UP_GAIN = 0.6  # the tumour enhances less after therapy: a follow-up taken for the exam would show it
+
+
+def _duke_ids(patient_ids: list[str]) -> dict[str, str]:
+    return {pid: f"Breast_MRI_{k + 1:03d}" for k, pid in enumerate(sorted(patient_ids))}
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in " -_" else "_" for c in text).strip()
+
+
+def _normal_position(ds: pydicom.Dataset) -> float:
+    row, col = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
+    return float(np.dot(np.asarray(ds.ImagePositionPatient, float), np.cross(row, col)))
+
+
+def _reverse_instance_numbers(datasets: list[pydicom.Dataset]) -> None:
+    """Within each series time point, InstanceNumbers run against the slice normal (same numbers, reversed)."""
+    groups: dict[tuple, list[pydicom.Dataset]] = defaultdict(list)
+    for ds in datasets:
+        if "PerFrameFunctionalGroupsSequence" not in ds and "ImagePositionPatient" in ds:
+            groups[(ds.SeriesInstanceUID, ds.get("TemporalPositionIdentifier"), ds.get("TriggerTime"),
+                    ds.get("ContentTime"), ds.get("AcquisitionTime"))].append(ds)
+    for group in groups.values():
+        numbers = sorted(int(ds.InstanceNumber) for ds in group)
+        for ds, number in zip(sorted(group, key=_normal_position), reversed(numbers), strict=True):
+            ds.InstanceNumber = number
+
+
+def _shift_date(value: str, days: int) -> str:
+    return (datetime.datetime.strptime(value, "%Y%m%d") + datetime.timedelta(days=days)).strftime("%Y%m%d")
+
+
+def _follow_up(datasets: list[pydicom.Dataset], duke_id: str, seed: int) -> list[pydicom.Dataset]:
+    """A later study of the same series: new UIDs, dates 150 days on, fainter pixels."""
+    study_uid = exam_uid(seed, duke_id, "follow-up study")
+    out = []
+    for source in datasets:
+        ds = copy.deepcopy(source)
+        ds.StudyInstanceUID = study_uid
+        ds.StudyDescription = "BREAST FOLLOW-UP POST NAC"
+        ds.SeriesInstanceUID = exam_uid(seed, duke_id, "follow-up series", source.SeriesInstanceUID)
+        ds.SOPInstanceUID = exam_uid(seed, duke_id, "follow-up image", source.SOPInstanceUID)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"):
+            if keyword in ds:
+                setattr(ds, keyword, _shift_date(str(ds[keyword].value), _FOLLOW_UP_DAYS))
+        ds.PixelData = (ds.pixel_array * _FOLLOW_UP_GAIN).astype(ds.pixel_array.dtype).tobytes()
+        out.append(ds)
+    return out
+
+
+def _series_folder(ds: pydicom.Dataset) -> str:
+    return f"{int(ds.SeriesNumber)}.000000-{_slug(str(ds.SeriesDescription))}-{str(ds.SeriesInstanceUID)[-5:]}"
+
+
+def _study_folder(ds: pydicom.Dataset) -> str:
+    description = _slug(str(ds.get("StudyDescription", "BREAST DCE")))
+    return f"NA-{description}-{str(ds.StudyInstanceUID)[-5:]}"
+
+
+def _write_patient(files: list[Path], out: Path, duke_id: str, reverse: bool, follow_up: bool, seed: int) -> None:
+    datasets = [pydicom.dcmread(path) for path in files]
+    for ds in datasets:
+        ds.PatientID = duke_id
+        for element in [e for e in ds if e.keyword.startswith("ClinicalTrial")]:
+            del ds[element.tag]
+        ds.StudyDescription = ds.get("StudyDescription") or "BREAST DCE"
+    if reverse:
+        _reverse_instance_numbers(datasets)
+    if follow_up:
+        datasets += _follow_up(datasets, duke_id, seed)
+    for ds in datasets:
+        folder = out / duke_id / _study_folder(ds) / _series_folder(ds)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"1-{int(ds.InstanceNumber):03d}.dcm"
+        ds.save_as(folder / name, enforce_file_format=True)
+
+
+def _clinical_sheet(clinical: pd.DataFrame) -> pd.DataFrame:
+    """The clinical table as a sheet: three header rows (category, name, coding), then coded values."""
+    header = [[spec[k] for spec in DUKE_CLINICAL.values()] for k in range(3)]
+    rows = []
+    for _, row in clinical.iterrows():
+        values = []
+        for column, (_, _, _, codes) in DUKE_CLINICAL.items():
+            value = row[column]
+            values.append("" if pd.isna(value) else (codes.get(str(value), str(value)) if codes else str(value)))
+        rows.append(values)
+    return pd.DataFrame(header + rows)
+
+
+def write_duke_like(source: Path, seed: int) -> dict[str, int]:
+    """Write the native source under ``source`` (dicom/, clinical.csv, boxes.csv, truth.csv) as a Duke-like
+    collection beside it; return counts."""
+    clinical = pd.read_csv(source / "clinical.csv", dtype=str)
+    boxes = pd.read_csv(source / "boxes.csv")
+    truth = pd.read_csv(source / "truth.csv")
+    ids = _duke_ids(clinical.patient_id.tolist())
+    out = source / DUKE_DICOM_DIR
+    shutil.rmtree(out, ignore_errors=True)
+    slices = truth.set_index("patient_id").acq_slices
+    reversed_ids, follow_ups = set(), set()
+    for k, pid in enumerate(sorted(ids)):
+        files = sorted(p for p in (source / "dicom" / pid).rglob("*") if p.is_file())
+        if not files:
+            continue
+        reverse, follow_up = k % 2 == 1, k % 4 == 3
+        _write_patient(files, out, ids[pid], reverse, follow_up, seed)
+        if reverse:
+            reversed_ids.add(pid)
+        if follow_up:
+            follow_ups.add(pid)
+
+    boxes = boxes.copy()
+    for pid in reversed_ids:  # 1-based slices counted in InstanceNumber order: from the other end
+        row = boxes.patient_id == pid
+        start, end = boxes.loc[row, "slice_start"].copy(), boxes.loc[row, "slice_end"].copy()
+        boxes.loc[row, "slice_start"], boxes.loc[row, "slice_end"] = slices[pid] + 1 - end, slices[pid] + 1 - start
+    boxes["patient_id"] = boxes.patient_id.map(ids)
+    boxes.rename(columns=DUKE_BOX_COLUMNS).to_excel(source / DUKE_BOXES_FILE, index=False)
+    sheet = _clinical_sheet(clinical.assign(patient_id=clinical.patient_id.map(ids)))
+    sheet.to_excel(source / DUKE_CLINICAL_FILE, header=False, index=False)
+    truth.insert(1, "simulated_patient_id", truth.patient_id)
+    truth["patient_id"] = truth.patient_id.map(ids)
+    truth.to_csv(source / "truth.csv", index=False)
+    return {"patients": len(ids), "reversed": len(reversed_ids), "follow_ups": len(follow_ups)}
