@@ -4,8 +4,9 @@ Run: python bench/ingest.py [--source data/raw/synthetic] [--repeats 3]
 
 On the raw source of params.yaml (run `make run` or `her2pcr simulate` first), one process, interleaved:
 
-- discovery: `discover()` reading every header with the series-selection tags (ImageType, ScanningSequence,
-  ScanOptions) and without them (the reader before series selection);
+- discovery: `discover()` reading every header with the series- and study-selection values (ImageType,
+  ScanningSequence, ScanOptions, StudyDescription, StudyDate + StudyTime) and without them (the reader before
+  series selection);
 - loading: per exam, `select_dce_series` + `load_exam` against `load_exam` on all of the exam's files.
 
 Prints exams/min for each and the time ratios (with selection / without). One worker: the ratio, not the
@@ -29,7 +30,7 @@ from her2pcr.dicom.discover import discover  # noqa: E402
 from her2pcr.dicom.exam import load_exam  # noqa: E402
 from her2pcr.dicom.series import select_dce_series  # noqa: E402
 
-SELECTION_TAGS = ("image_type", "scanning_sequence", "scan_options")
+SELECTION_TAGS = ("image_type", "scanning_sequence", "scan_options", "study_description")
 
 
 def timed(function, *args) -> tuple[float, object]:
@@ -39,12 +40,13 @@ def timed(function, *args) -> tuple[float, object]:
 
 
 def discover_without_selection_tags(root: Path, tag: str):
-    fields = discover_module._FIELDS
+    fields, study_start = discover_module._FIELDS, discover_module._study_start
     discover_module._FIELDS = {k: v for k, v in fields.items() if k not in SELECTION_TAGS}
+    discover_module._study_start = lambda ds: None
     try:
         return discover(root, tag)
     finally:
-        discover_module._FIELDS = fields
+        discover_module._FIELDS, discover_module._study_start = fields, study_start
 
 
 def load_all(files_by_patient, rules, select: bool) -> int:

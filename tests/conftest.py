@@ -86,6 +86,18 @@ def duke_cohort(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def nifti_cohort(tmp_path_factory) -> Path:
+    """The tiny cohorts, natively and converted into a MAMA-MIA-like NIfTI collection (``nifti/``) beside."""
+    from her2pcr.synth.cohort import simulate_cohorts
+
+    out = tmp_path_factory.mktemp("nifti") / "synthetic"
+    params = profile_params("tiny", "nifti").simulate
+    simulate_cohorts(params.model_copy(update={"out_dir": out, "sites_file": REPO / params.sites_file}), out,
+                     progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def fault_cohort(tmp_path_factory) -> Path:
     from her2pcr.synth.cohort import simulate_cohorts
 

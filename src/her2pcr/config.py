@@ -69,8 +69,9 @@ class SimulateParams(Strict):
     extra_series: list[ExtraSeriesName] = []  # written into every exam (not the fault patients)
     # classic: one MR Image Storage file per slice; enhanced: one Enhanced MR Image Storage file per series
     storage: Literal["classic", "enhanced"] = "classic"
-    # native: dicom/ + clinical.csv + boxes.csv; duke: also a Duke-Breast-Cancer-MRI-like copy (synth.collections)
-    collection: Literal["native", "duke"] = "native"
+    # native: dicom/ + clinical.csv + boxes.csv; duke / nifti: also a Duke-Breast-Cancer-MRI-like or a
+    # MAMA-MIA-like NIfTI copy of them beside (synth.collections)
+    collection: Literal["native", "duke", "nifti"] = "native"
 
     @model_validator(mode="after")
     def _faults_are_native(self) -> SimulateParams:
@@ -106,10 +107,35 @@ class SeriesRules(Strict):
         "earliest", description="which study of a patient holding several is the exam (earliest: pre-treatment)")
 
 
+class NiftiLayout(Strict):
+    """A NIfTI collection (MAMA-MIA-like): ``<images_subdir>/<pid>/<pid>_000K.nii.gz`` per phase (K = 0 is
+    pre-contrast), ``<info_subdir>/<pid>.json`` with the acquisition times, protocol values and lesion box."""
+
+    images_subdir: str = "images"
+    info_subdir: str = "patient_info_files"
+    phase_pattern: str = Field(r"_(\d{4})\.nii(\.gz)?$", description="regex on a file name; group 1: phase index")
+    times_key: str = Field("imaging_data.acquisition_times", description="dotted JSON key: seconds, one per phase")
+    # dotted JSON key of the lesion box (null: the box manifest ingest.boxes_file), and its fields' names there
+    box_key: str | None = "primary_lesion.bounding_box"
+    box_fields: dict[str, str] = Field(default_factory=lambda: {
+        "row_start": "y_min", "row_end": "y_max", "column_start": "x_min", "column_end": "x_max",
+        "slice_start": "z_min", "slice_end": "z_max"})
+    # acquisition record column -> dotted JSON key; a key a file lacks is left missing and flagged, never invented
+    acquisition_keys: dict[str, str] = Field(default_factory=lambda: {
+        "field_strength_t": "imaging_data.field_strength", "repetition_time_ms": "imaging_data.repetition_time",
+        "echo_time_ms": "imaging_data.echo_time", "flip_angle_deg": "imaging_data.flip_angle",
+        "slice_thickness_mm": "imaging_data.slice_thickness",
+        "phase_encoding_steps": "imaging_data.phase_encoding_steps",
+        "percent_sampling": "imaging_data.percent_sampling", "bolus_volume_ml": "imaging_data.bolus_volume",
+        "contrast_agent": "imaging_data.contrast_agent", "manufacturer": "imaging_data.scanner_manufacturer"})
+
+
 class IngestParams(Strict):
     """Where the raw source is and how its manifests name things (so public collections load unchanged)."""
 
     source_dir: Path
+    source_type: Literal["dicom", "nifti"] = "dicom"  # nifti: a NIfTI collection laid out as ingest.nifti says
+    nifti: NiftiLayout = NiftiLayout()
     dicom_subdir: str
     clinical_file: str
     boxes_file: str

@@ -206,3 +206,31 @@ def test_a_duke_like_collection_leaks_no_identifying_value(duke_cohort, tmp_path
             data = path.read_bytes()
             for secret in secrets:
                 assert secret.encode() not in data, (path, secret)
+
+
+def test_a_nifti_collection_ingests_to_the_exams_of_its_dicom_and_flags_what_it_lacks(nifti_cohort, tmp_path):
+    native, cohorts = ingest_params("tiny", nifti_cohort, tmp_path / "native")
+    nifti, _ = ingest_params("tiny", nifti_cohort, tmp_path / "nifti", "nifti")
+    nifti = nifti.model_copy(update={"source_dir": nifti_cohort / "nifti"})
+    native_report = ingest(native, cohorts, progress=False)
+    report = ingest(nifti, cohorts, progress=False)
+    assert report.ingested == native_report.ingested == report.discovered
+    assert report.series_discovered == report.series_used == len(list((nifti_cohort / "nifti").rglob("*.nii.gz")))
+    for path in sorted((native.out_dir / "exams").glob("*.npz")):
+        a, b = np.load(path), np.load(nifti.out_dir / "exams" / path.name)
+        assert np.array_equal(a["image"], b["image"]) and a["image"].dtype == b["image"].dtype, path.name
+        for key in ("spacing_mm", "origin_mm", "direction"):  # NIfTI stores the grid in float32
+            assert np.allclose(a[key], b[key], rtol=0, atol=1e-4), (path.name, key)
+        assert np.array_equal(a["phase_times_s"], b["phase_times_s"], equal_nan=True), path.name
+        assert list(a["phase_names"]) == list(b["phase_names"]) and str(b["order_rule"]) == "file index"
+    pd.testing.assert_frame_equal(pd.read_parquet(native.out_dir / "clinical.parquet"),
+                                  pd.read_parquet(nifti.out_dir / "clinical.parquet"))
+    expected = pd.read_parquet(native.out_dir / "acquisition.parquet")
+    got = pd.read_parquet(nifti.out_dir / "acquisition.parquet")
+    lacking = ["phase_encoding_steps", "percent_sampling"]  # not in the info files: missing, never invented
+    assert got[lacking].isna().all().all()
+    pd.testing.assert_frame_equal(expected.drop(columns=lacking), got.drop(columns=lacking), check_dtype=False)
+    quarantine = pd.read_csv(nifti.out_dir / "quarantine.csv", keep_default_na=False)
+    flags = quarantine[quarantine.reason.str.contains("acquisition values not in the patient info")]
+    assert set(flags.patient_id) == report.ingested
+    assert flags.reason.str.endswith("(left missing): percent_sampling, phase_encoding_steps").all()

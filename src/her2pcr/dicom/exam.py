@@ -24,7 +24,7 @@ from her2pcr.dicom.discover import FileHeader
 from her2pcr.dicom.phases import ExamError, PhaseError, order_phases, slice_normal, slice_position
 from her2pcr.preprocess.settings import phase_names
 
-__all__ = ["ExamError", "Grid", "LoadedExam", "PhaseError", "load_exam", "phase_grid", "same_grid"]
+__all__ = ["ExamError", "Grid", "LoadedExam", "PhaseError", "load_exam", "phase_grid", "resample_to_grid", "same_grid"]
 
 _SLICE_GAP_TOLERANCE = 0.1  # relative: a missing slice doubles one gap, DS rounding moves it by far less
 _SPACING_RTOL = 1e-3
@@ -147,7 +147,7 @@ def _to_sitk(array: np.ndarray, grid: Grid) -> sitk.Image:
     return image
 
 
-def _resample(array: np.ndarray, grid: Grid, reference: Grid) -> np.ndarray:
+def resample_to_grid(array: np.ndarray, grid: Grid, reference: Grid) -> np.ndarray:
     """Linear resampling onto the reference grid.
 
     Nearest-neighbour extrapolation fills the thin rim that a differently
@@ -226,7 +226,7 @@ def load_exam(headers: list[FileHeader], patient_id: str) -> LoadedExam:
         array, was_rescaled = _read_phase(files, k, multiframe)
         rescaled |= was_rescaled
         if not same_grid(grid, reference):
-            array = _resample(array, grid, reference)
+            array = resample_to_grid(array, grid, reference)
             resampled = True
             resampled_phases.append(k)
             warnings.append(f"phase {k} resampled onto the pre-contrast grid: size {grid.size} "

@@ -125,14 +125,17 @@ def box_problem(box: pd.Series, shape: tuple[int, int, int]) -> str | None:
     return None
 
 
-def read_manifests(params: IngestParams) -> Manifests:
+def read_manifests(params: IngestParams, boxes: pd.DataFrame | None = None) -> Manifests:
+    """The clinical and box manifests, canonical and checked; ``boxes`` (canonical columns) when the source itself
+    carries them (a NIfTI collection's info files) instead of ``ingest.boxes_file``."""
     source = params.source_dir
     clinical = read_table(source / params.clinical_file, params.clinical_columns, "clinical",
                           params.clinical_header_rows, params.clinical_names_row)
     clinical, code_problems = decode_values(clinical, params.value_maps)
     clinical = normalise_clinical(clinical, params)
-    boxes = to_zero_based_boxes(read_table(source / params.boxes_file, params.box_columns, "box"),
-                                params.box_index_base)
+    if boxes is None:
+        boxes = read_table(source / params.boxes_file, params.box_columns, "box")
+    boxes = to_zero_based_boxes(boxes, params.box_index_base)
     problems = row_problems(clinical, boxes)
     for pid, reasons in code_problems.items():
         problems.setdefault(pid, []).extend(reasons)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
 from her2pcr.dicom.series import SkippedSeries, select_dce_series
 from her2pcr.ingest.cohorts import assign_cohorts
 from her2pcr.ingest.manifests import box_in_position_order, box_problem, read_manifests
+from her2pcr.ingest.nifti import discover_nifti, info_boxes, info_path, load_nifti_exam
 from her2pcr.interim import write_cohort_tables
 from her2pcr.quality.expectations import (
     acquisition_expectations,
@@ -84,6 +86,34 @@ def _load(args) -> tuple[str, LoadedExam | None, str | None, list[SkippedSeries]
         return pid, None, str(error), skipped, 0
 
 
+def _load_nifti(args) -> tuple[str, LoadedExam | None, str | None, list[SkippedSeries], int]:
+    """One patient's exam from its NIfTI phase files and info JSON (each phase file counts as a series)."""
+    pid, phase_files, info_file, layout = args
+    try:
+        return pid, load_nifti_exam(pid, phase_files, info_file, layout), None, [], len(phase_files)
+    except ExamError as error:
+        return pid, None, str(error), [], 0
+
+
+def _source(params: IngestParams, progress: bool) -> tuple[dict[str, list], list, pd.DataFrame | None, int, Callable,
+                                                           Callable]:
+    """The raw source's images by patient, its file problems, boxes it carries (or None: the box manifest), its
+    series count, the per-exam loader and that loader's task for a patient."""
+    if params.source_type == "nifti":
+        found = discover_nifti(params.source_dir, params.nifti)
+        boxes = (info_boxes(params.source_dir, params.nifti, sorted(found.files_by_patient))
+                 if params.nifti.box_key else None)
+        n_series = sum(len(files) for files in found.files_by_patient.values())
+        return (found.files_by_patient, found.problems, boxes, n_series, _load_nifti,
+                lambda pid: (pid, found.files_by_patient[pid], info_path(params.source_dir, params.nifti, pid),
+                             params.nifti))
+    discovery = discover(params.source_dir / params.dicom_subdir, patient_tag=params.patient_id_tag,
+                         progress=progress)
+    n_series = len({h.series_instance_uid for files in discovery.files_by_patient.values() for h in files})
+    return (discovery.files_by_patient, discovery.problems, None, n_series, _load,
+            lambda pid: (pid, discovery.files_by_patient[pid], params.series))
+
+
 def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) -> IngestReport:
     report = IngestReport()
     exams_dir = params.out_dir / "exams"
@@ -91,30 +121,27 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
     for stale in exams_dir.glob("*.npz"):
         stale.unlink()
 
-    manifests = read_manifests(params)
-    discovery = discover(params.source_dir / params.dicom_subdir, patient_tag=params.patient_id_tag,
-                         progress=progress)
-    for problem in discovery.problems:
+    files_by_patient, problems, source_boxes, report.series_discovered, load, task_of = _source(params, progress)
+    manifests = read_manifests(params, source_boxes)
+    for problem in problems:
         report.note(problem.patient_id, "file_skipped", problem.reason, str(problem.path))
-    imaged = set(discovery.files_by_patient)
+    imaged = set(files_by_patient)
     listed = set(manifests.clinical.index) | set(manifests.boxes.index)
     report.discovered = imaged | listed
     for pid in sorted(listed - imaged):
-        report.exclude(pid, "no DICOM images found for this manifest row")
+        report.exclude(pid, f"no {params.source_type.upper()} images found for this manifest row")
     for pid in sorted(imaged - listed):
-        report.exclude(pid, "DICOM images but no clinical row and no box for this patient")
+        report.exclude(pid, "images but no clinical row and no box for this patient")
     for pid, reasons in sorted(manifests.problems.items()):
         for reason in reasons:
             report.exclude(pid, reason)
 
     candidates = sorted(imaged - report.excluded)
     loaded: dict[str, LoadedExam] = {}
-    report.series_discovered = len({h.series_instance_uid for files in discovery.files_by_patient.values()
-                                    for h in files})
-    tasks = [(pid, discovery.files_by_patient[pid], params.series) for pid in candidates]
+    tasks = [task_of(pid) for pid in candidates]
     used: dict[str, int] = {}
     with ProcessPoolExecutor(max_workers=params.workers) as pool:
-        for pid, exam, error, skipped, n_used in tqdm(pool.map(_load, tasks), total=len(tasks), desc="ingest",
+        for pid, exam, error, skipped, n_used in tqdm(pool.map(load, tasks), total=len(tasks), desc="ingest",
                                                       unit="exam", disable=not progress):
             for series in skipped:
                 report.note(pid, "series_skipped", f"{series.label} ({series.n_files} files): {series.reason}",

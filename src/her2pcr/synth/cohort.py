@@ -230,6 +230,10 @@ def simulate_cohorts(params: SimulateParams, out_dir: Path, progress: bool = Tru
         from her2pcr.synth.collections import write_duke_like
 
         write_duke_like(out_dir, params.seed)
+    elif params.collection == "nifti":
+        from her2pcr.synth.collections import write_nifti_like
+
+        write_nifti_like(out_dir)
     n_files = sum(len(r.files) for r in results.values())
     return {"patients": len(all_tasks), "exams": len(results), "files": n_files, "faults": len(fault_tasks),
             "rendered": len(todo), "reused": len(image_tasks) - len(todo)}

@@ -13,6 +13,12 @@
   through ``ingest.value_maps`` (conf/profiles/duke.yaml).
 
 ``truth.csv`` is rewritten with the collection's ids (the native id kept as ``simulated_patient_id``).
+
+``write_nifti_like`` writes a MAMA-MIA-like NIfTI collection beside the native source, converted from its DICOM
+as a user converts a collection (here with ingest's own DICOM reader): ``nifti/images/<pid>/<pid>_000K.nii.gz``
+per phase, ``nifti/patient_info_files/<pid>.json`` (acquisition times, protocol values, 0-based lesion box) and
+``nifti/clinical_and_imaging_info.xlsx``. Like the public JSONs it lacks the phase-encoding steps and percent
+sampling, which ingest must then report missing.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import pydicom
 
 from her2pcr.synth.dicom_writer import exam_uid
 
-__all__ = ["DUKE_BOX_COLUMNS", "DUKE_CLINICAL", "DUKE_DICOM_DIR", "REGIMEN_CODES", "write_duke_like"]
+__all__ = ["DUKE_BOX_COLUMNS", "DUKE_CLINICAL", "DUKE_DICOM_DIR", "NIFTI_CLINICAL", "NIFTI_DIR", "REGIMEN_CODES",
+           "write_duke_like", "write_nifti_like"]
 
 DUKE_DICOM_DIR = "Duke-Breast-Cancer-MRI"
 DUKE_BOXES_FILE = "Annotation_Boxes.xlsx"
@@ -182,3 +189,63 @@ def write_duke_like(source: Path, seed: int) -> dict[str, int]:
     truth["patient_id"] = truth.patient_id.map(ids)
     truth.to_csv(source / "truth.csv", index=False)
     return {"patients": len(ids), "reversed": len(reversed_ids), "follow_ups": len(follow_ups)}
+
+
+NIFTI_DIR = "nifti"
+NIFTI_CLINICAL_FILE = "clinical_and_imaging_info.xlsx"
+# canonical column -> the NIfTI collection's spreadsheet column
+NIFTI_CLINICAL = {"patient_id": "patient_id", "institution": "dataset", "age": "age", "er": "er", "pr": "pr",
+                  "stage": "clinical_stage", "lymph_node": "nodal_status", "longest_diameter_mm": "tumor_size_mm",
+                  "regimen": "nac_regimen", "pcr": "pcr"}
+# what the info JSON holds of the acquisition record (no phase-encoding steps, no percent sampling)
+_NIFTI_ACQUISITION = {"field_strength": "field_strength_t", "repetition_time": "repetition_time_ms",
+                      "echo_time": "echo_time_ms", "flip_angle": "flip_angle_deg",
+                      "slice_thickness": "slice_thickness_mm", "bolus_volume": "bolus_volume_ml",
+                      "contrast_agent": "contrast_agent", "scanner_manufacturer": "manufacturer"}
+_BOX_AXES = {"y": "row", "x": "column", "z": "slice"}
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def write_nifti_like(source: Path) -> dict[str, int]:
+    """Convert the native source under ``source`` into a NIfTI collection in ``source/nifti``; return counts."""
+    import json
+
+    import SimpleITK as sitk
+
+    from her2pcr.config import SeriesRules
+    from her2pcr.dicom.discover import discover
+    from her2pcr.dicom.exam import load_exam
+    from her2pcr.dicom.series import select_dce_series
+
+    out = source / NIFTI_DIR
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "patient_info_files").mkdir(parents=True)
+    clinical = pd.read_csv(source / "clinical.csv", dtype=str)
+    boxes = pd.read_csv(source / "boxes.csv").set_index("patient_id")
+    found = discover(source / "dicom")
+    for pid, headers in found.files_by_patient.items():
+        exam = load_exam(select_dce_series(headers, SeriesRules()).headers, pid)
+        folder = out / "images" / pid
+        folder.mkdir(parents=True)
+        for k, volume in enumerate(exam.image):
+            image = sitk.GetImageFromArray(volume)
+            image.SetSpacing(exam.spacing_mm[::-1])
+            image.SetOrigin(exam.origin_mm)
+            image.SetDirection(exam.direction)
+            sitk.WriteImage(image, str(folder / f"{pid}_{k:04d}.nii.gz"), useCompression=True)
+        imaging = {key: _plain(exam.acquisition[name]) for key, name in _NIFTI_ACQUISITION.items()}
+        times = exam.phase_times_s
+        imaging["acquisition_times"] = None if None in times else [float(t) for t in times]
+        box = boxes.loc[pid]  # native boxes: 1-based inclusive
+        bounding_box = {f"{axis}_{end}": int(box[f"{name}_{'start' if end == 'min' else 'end'}"]) - 1
+                        for axis, name in _BOX_AXES.items() for end in ("min", "max")}
+        info = {"patient_id": pid, "imaging_data": imaging, "primary_lesion": {"bounding_box": bounding_box}}
+        (out / "patient_info_files" / f"{pid}.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    sheet = clinical[list(NIFTI_CLINICAL)].rename(columns=NIFTI_CLINICAL)
+    for column in ("er", "pr", "nodal_status"):
+        sheet[column] = sheet[column].map(_STATUS_CODES)
+    sheet.to_excel(out / NIFTI_CLINICAL_FILE, index=False)
+    return {"patients": len(found.files_by_patient)}

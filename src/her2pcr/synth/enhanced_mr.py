@@ -20,7 +20,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian
 
-from her2pcr.dicom.discover import tm_seconds
 from her2pcr.synth.dicom_writer import (
     _ds,
     _exam_template,
@@ -30,7 +29,7 @@ from her2pcr.synth.dicom_writer import (
     dicom_time,
     exam_uid,
 )
-from her2pcr.synth.exam import ExamImages
+from her2pcr.synth.exam import Acquisition, ExamImages
 
 __all__ = ["write_enhanced_exam"]
 
@@ -112,17 +111,17 @@ def _frame_datetime(study_date: str, tm: str) -> str:
     return f"{study_date}{tm}"
 
 
-def _phase_time(phase: Dataset, study_time: str) -> str | None:
+def _phase_time(phase: Dataset, study_time_s: float) -> str | None:
     """The phase's time as TM, from whichever classic tag carries it (TriggerTime counts from the study start)."""
     for keyword in ("AcquisitionTime", "ContentTime"):
         if keyword in phase:
             return str(phase[keyword].value)
     if "TriggerTime" in phase:
-        return dicom_time(tm_seconds(study_time) + float(phase.TriggerTime) / 1000.0)
+        return dicom_time(study_time_s + float(phase.TriggerTime) / 1000.0)
     return None
 
 
-def _per_frame(phase: Dataset, temporal_index: int | None, k: int, ipp: list[str], study_date: str,
+def _per_frame(phase: Dataset, temporal_index: int | None, k: int, ipp: list[str], acq: Acquisition,
                duration_ms: float, contrast_module: bool) -> Dataset:
     """One frame's own groups: its position, its place in the dimensions, its time."""
     frame = Dataset()
@@ -134,9 +133,9 @@ def _per_frame(phase: Dataset, temporal_index: int | None, k: int, ipp: list[str
         content.DimensionIndexValues = [temporal_index, k + 1]
     else:
         content.DimensionIndexValues = [k + 1]
-    time = _phase_time(phase, phase.StudyTime)
+    time = _phase_time(phase, acq.study_time_s)
     if time is not None:
-        content.FrameAcquisitionDateTime = _frame_datetime(study_date, time)
+        content.FrameAcquisitionDateTime = _frame_datetime(acq.study_date, time)
         content.FrameReferenceDateTime = content.FrameAcquisitionDateTime
         content.FrameAcquisitionDuration = duration_ms
     frame.FrameContentSequence = Sequence([content])
@@ -233,7 +232,7 @@ def _enhanced(series: list[Dataset], phases: list[int], exam: ExamImages, ipp: l
     frames = []
     for phase in series:
         temporal_index = int(phase.TemporalPositionIdentifier) if temporal else None
-        frames += [_per_frame(phase, temporal_index, k, ipp, acq.study_date, duration_ms, contrast is not None)
+        frames += [_per_frame(phase, temporal_index, k, ipp, acq, duration_ms, contrast is not None)
                    for k in range(len(ipp))]
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
     ds.NumberOfFrames = len(frames)
