@@ -57,6 +57,10 @@ def _label(files: list[FileHeader]) -> str:
     return f"series {number} '{first.series_description or ''}'"
 
 
+def _n_files(files: list[FileHeader]) -> int:
+    return len({h.path for h in files})  # an Enhanced MR file holds many frames
+
+
 def _folder(files: list[FileHeader]) -> str:
     folders = sorted({str(h.path.parent) for h in files})
     return folders[0] if len(folders) == 1 else f"{folders[0]} (+{len(folders) - 1} folders)"
@@ -159,7 +163,7 @@ def choose_study(headers: list[FileHeader], rules: SeriesRules) -> tuple[list[Fi
         reason = (f"in {_study_label(by_study[uid])}, {when} the chosen {_study_label(by_study[chosen])}: "
                   f"not the {rules.study} study (ingest.series.study)")
         for files in _series_of(by_study[uid]):
-            skipped.append(SkippedSeries(_label(files), len(files), _folder(files), reason))
+            skipped.append(SkippedSeries(_label(files), _n_files(files), _folder(files), reason))
     return by_study[chosen], skipped
 
 
@@ -185,7 +189,7 @@ def select_dce_series(headers: list[FileHeader], rules: SeriesRules) -> SeriesSe
         if reason is None:
             groups[_protocol(files)].append(files)
         else:
-            skipped.append(SkippedSeries(_label(files), len(files), _folder(files), reason))
+            skipped.append(SkippedSeries(_label(files), _n_files(files), _folder(files), reason))
     if not groups:
         reasons = "; ".join(f"{s.label}: {s.reason}" for s in skipped)
         raise PhaseError(f"no DCE series: every series was left out ({reasons})")
@@ -204,7 +208,7 @@ def select_dce_series(headers: list[FileHeader], rules: SeriesRules) -> SeriesSe
             continue
         for files in group:
             skipped.append(SkippedSeries(
-                _label(files), len(files), _folder(files),
+                _label(files), _n_files(files), _folder(files),
                 f"{_time_points(files)} time point(s) outside the dynamic group {chosen_text}: "
                 f"{_protocol_difference(protocol, chosen_protocol)}"))
     return SeriesSelection([h for files in chosen for h in files], [_label(s) for s in chosen], skipped)

@@ -13,7 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from her2pcr.config import CohortsParams, IngestParams
-from her2pcr.dicom.discover import discover
+from her2pcr.dicom.discover import FileProblem, discover
 from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
 from her2pcr.dicom.series import SkippedSeries, select_dce_series
 from her2pcr.ingest.cohorts import assign_cohorts
@@ -95,23 +95,33 @@ def _load_nifti(args) -> tuple[str, LoadedExam | None, str | None, list[SkippedS
         return pid, None, str(error), [], 0
 
 
-def _source(params: IngestParams, progress: bool) -> tuple[dict[str, list], list, pd.DataFrame | None, int, Callable,
-                                                           Callable]:
-    """The raw source's images by patient, its file problems, boxes it carries (or None: the box manifest), its
-    series count, the per-exam loader and that loader's task for a patient."""
+@dataclass
+class Source:
+    """What ingest found in the raw source, and how to load one patient's exam from it."""
+
+    files_by_patient: dict[str, list]
+    problems: list[FileProblem]
+    n_series: int
+    load: Callable  # picklable: runs in the process pool on task(pid)
+    task: Callable[[str], tuple]
+    boxes: pd.DataFrame | None = None  # boxes the source carries itself (else the box manifest)
+
+
+def find_source(params: IngestParams, progress: bool) -> Source:
+    """The DICOM tree (series selection, then the phase reader) or the NIfTI collection of ``params``."""
     if params.source_type == "nifti":
         found = discover_nifti(params.source_dir, params.nifti)
         boxes = (info_boxes(params.source_dir, params.nifti, sorted(found.files_by_patient))
                  if params.nifti.box_key else None)
-        n_series = sum(len(files) for files in found.files_by_patient.values())
-        return (found.files_by_patient, found.problems, boxes, n_series, _load_nifti,
-                lambda pid: (pid, found.files_by_patient[pid], info_path(params.source_dir, params.nifti, pid),
-                             params.nifti))
+        return Source(found.files_by_patient, found.problems,
+                      sum(len(files) for files in found.files_by_patient.values()), _load_nifti,
+                      lambda pid: (pid, found.files_by_patient[pid], info_path(params.source_dir, params.nifti, pid),
+                                   params.nifti), boxes)
     discovery = discover(params.source_dir / params.dicom_subdir, patient_tag=params.patient_id_tag,
                          progress=progress)
-    n_series = len({h.series_instance_uid for files in discovery.files_by_patient.values() for h in files})
-    return (discovery.files_by_patient, discovery.problems, None, n_series, _load,
-            lambda pid: (pid, discovery.files_by_patient[pid], params.series))
+    return Source(discovery.files_by_patient, discovery.problems,
+                  len({h.series_instance_uid for files in discovery.files_by_patient.values() for h in files}),
+                  _load, lambda pid: (pid, discovery.files_by_patient[pid], params.series))
 
 
 def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) -> IngestReport:
@@ -121,11 +131,12 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
     for stale in exams_dir.glob("*.npz"):
         stale.unlink()
 
-    files_by_patient, problems, source_boxes, report.series_discovered, load, task_of = _source(params, progress)
-    manifests = read_manifests(params, source_boxes)
-    for problem in problems:
+    source = find_source(params, progress)
+    report.series_discovered = source.n_series
+    manifests = read_manifests(params, source.boxes)
+    for problem in source.problems:
         report.note(problem.patient_id, "file_skipped", problem.reason, str(problem.path))
-    imaged = set(files_by_patient)
+    imaged = set(source.files_by_patient)
     listed = set(manifests.clinical.index) | set(manifests.boxes.index)
     report.discovered = imaged | listed
     for pid in sorted(listed - imaged):
@@ -138,10 +149,10 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
 
     candidates = sorted(imaged - report.excluded)
     loaded: dict[str, LoadedExam] = {}
-    tasks = [task_of(pid) for pid in candidates]
+    tasks = [source.task(pid) for pid in candidates]
     used: dict[str, int] = {}
     with ProcessPoolExecutor(max_workers=params.workers) as pool:
-        for pid, exam, error, skipped, n_used in tqdm(pool.map(load, tasks), total=len(tasks), desc="ingest",
+        for pid, exam, error, skipped, n_used in tqdm(pool.map(source.load, tasks), total=len(tasks), desc="ingest",
                                                       unit="exam", disable=not progress):
             for series in skipped:
                 report.note(pid, "series_skipped", f"{series.label} ({series.n_files} files): {series.reason}",
