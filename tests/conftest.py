@@ -73,28 +73,27 @@ def enhanced_cohort(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def duke_cohort(tmp_path_factory) -> Path:
-    """The tiny cohorts, natively and as a Duke-Breast-Cancer-MRI-like collection beside it."""
+def collection_cohort(tmp_path_factory, layout: str) -> Path:
+    """The tiny cohorts, natively and as the collection of conf/profiles/<layout>.yaml beside them."""
     from her2pcr.synth.cohort import simulate_cohorts
 
-    out = tmp_path_factory.mktemp("duke") / "synthetic"
-    params = profile_params("tiny", "duke").simulate
+    out = tmp_path_factory.mktemp(layout) / "synthetic"
+    params = profile_params("tiny", layout).simulate
     simulate_cohorts(params.model_copy(update={"out_dir": out, "sites_file": REPO / params.sites_file}), out,
                      progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def duke_cohort(tmp_path_factory) -> Path:
+    """A Duke-Breast-Cancer-MRI-like collection (Duke-Breast-Cancer-MRI/, the two sheets) beside the native one."""
+    return collection_cohort(tmp_path_factory, "duke")
 
 
 @pytest.fixture(scope="session")
 def nifti_cohort(tmp_path_factory) -> Path:
-    """The tiny cohorts, natively and converted into a MAMA-MIA-like NIfTI collection (``nifti/``) beside."""
-    from her2pcr.synth.cohort import simulate_cohorts
-
-    out = tmp_path_factory.mktemp("nifti") / "synthetic"
-    params = profile_params("tiny", "nifti").simulate
-    simulate_cohorts(params.model_copy(update={"out_dir": out, "sites_file": REPO / params.sites_file}), out,
-                     progress=False)
-    return out
+    """A MAMA-MIA-like NIfTI collection (``nifti/``) converted from the native one, beside it."""
+    return collection_cohort(tmp_path_factory, "nifti")
 
 
 @pytest.fixture(scope="session")
