@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -30,14 +31,30 @@ PREDICTIONS_ATTR = "held_out"     # trial user attribute: {patient id: [pcr, pro
 RUN_SETTINGS = ("study_name", "storage", "out_dir", "n_trials", "timeout_s", "heartbeat_s", "min_improvement_se")
 
 
+#: The code a trial's value depends on. A change starts a new study, as `dvc repro` re-runs the stage after one: a
+#: study resumed across code versions would mix trials of both, and its best trial would depend on the workspace's
+#: history instead of on the versioned inputs (a fresh clone would select another configuration).
+TRIAL_CODE = ("her2pcr.config", "her2pcr.models.augment", "her2pcr.models.cnn", "her2pcr.preprocess.settings",
+              "her2pcr.stats.roc", "her2pcr.training.data", "her2pcr.training.fit", "her2pcr.tuning.space",
+              "her2pcr.tuning.study")
+
+
+def code_digest() -> str:
+    digest = hashlib.sha256()
+    for name in TRIAL_CODE:
+        digest.update(Path(importlib.import_module(name).__file__).read_bytes())  # type: ignore[arg-type]
+    return digest.hexdigest()[:12]
+
+
 def study_inputs(base: TrainParams, tune: TuneParams) -> str:
     """A digest of what a trial's value depends on: the training cohorts' processed exams (their cache keys),
-    the search space and objective, and the train settings a trial starts from. The study is named after it, so
-    a re-run after any of them changed starts a new study in the same storage; a plain re-run resumes."""
+    the search space and objective, the train settings a trial starts from and the code that computes it
+    (TRIAL_CODE). The study is named after it, so a re-run after any of them changed starts a new study in the
+    same storage; a plain re-run resumes."""
     from her2pcr.training.data import read_index
 
     keys = read_index(base.processed_dir, base.train_cohorts + base.validation_cohorts).key.sort_index()
-    content = {"exams": [f"{pid}:{key}" for pid, key in keys.items()],
+    content = {"exams": [f"{pid}:{key}" for pid, key in keys.items()], "code": code_digest(),
                "tune": tune.model_dump(mode="json", exclude=set(RUN_SETTINGS)),
                "train": base.model_dump(mode="json", exclude={"model_dir", "best_params_file", "epochs",
                                                               "max_stacks_per_patient", "selection", "cv_folds"})}

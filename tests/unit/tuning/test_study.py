@@ -74,6 +74,21 @@ def test_a_study_belongs_to_its_inputs(setup):
     assert second["trials"] == 1  # a new study, not trial 2 of the old one
 
 
+def test_changed_trial_code_starts_a_new_study(setup, tmp_path, monkeypatch):
+    """`dvc repro` after a code change must select what a fresh clone selects, not resume the old trials."""
+    import her2pcr.tuning.study as study_module
+
+    train, tune, _ = setup
+    probe = tmp_path / "trial_code_probe.py"
+    probe.write_text("LEARNING = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(study_module, "TRIAL_CODE", (*study_module.TRIAL_CODE, "trial_code_probe"))
+    before = study_inputs(train, tune)
+    assert study_inputs(train, tune) == before
+    probe.write_text("LEARNING = 2\n")
+    assert study_inputs(train, tune) != before
+
+
 def test_a_pruned_trial_is_killed_not_failed(setup, monkeypatch):
     train, tune, tracking = setup
 
