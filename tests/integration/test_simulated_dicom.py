@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,16 +29,17 @@ def phase_files(exam_dir):
     return [[p for _, p in sorted(groups[k])] for k in sorted(groups)]
 
 
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The Error lines dciodvfy prints for one file."""
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
 def test_every_file_passes_dciodvfy_without_errors(tiny_cohort):
     require("dciodvfy")
     files = sorted((tiny_cohort / "dicom").rglob("*.dcm"))
     assert len(files) > 100
-    failures = {}
-    for path in files:
-        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
-        if errors:
-            failures[str(path)] = errors
+    failures = {str(path): errors for path in files if (errors := dciodvfy_errors(path))}
     assert not failures, list(failures.items())[:3]
 
 
@@ -86,12 +88,7 @@ def test_the_extra_series_pass_dciodvfy_without_errors(extra_series_cohort):
         if int(ds.SeriesNumber) in (1, 2, 20, 30, 31):
             chosen.setdefault((path.relative_to(extra_series_cohort).parts[1], int(ds.SeriesNumber)), path)
     assert len(chosen) == 5 * len(pd.read_csv(extra_series_cohort / "clinical.csv"))
-    failures = {}
-    for path in chosen.values():
-        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
-        if errors:
-            failures[str(path)] = errors
+    failures = {str(path): errors for path in chosen.values() if (errors := dciodvfy_errors(path))}
     assert not failures, list(failures.items())[:3]
 
 
@@ -102,8 +99,7 @@ def test_the_enhanced_mr_files_pass_dciodvfy_but_for_the_frame_times_of_untimed_
     frame_times = ("<FrameAcquisitionDateTime>", "<FrameReferenceDateTime>", "<FrameAcquisitionDuration>")
     failures, untimed_errors = {}, 0
     for path in sorted((enhanced_cohort / "dicom").rglob("*.dcm")):
-        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+        errors = dciodvfy_errors(path)
         timed = pd.notna(truth.loc[path.relative_to(enhanced_cohort / "dicom").parts[0], "acq_timing_tag"])
         allowed = [e for e in errors if not timed and any(t in e for t in frame_times)]
         untimed_errors += len(allowed)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -205,14 +206,8 @@ _NIFTI_ACQUISITION = {"field_strength": "field_strength_t", "repetition_time": "
 _BOX_AXES = {"y": "row", "x": "column", "z": "slice"}
 
 
-def _plain(value):
-    return value.item() if hasattr(value, "item") else value
-
-
 def write_nifti_like(source: Path) -> dict[str, int]:
     """Convert the native source under ``source`` into a NIfTI collection in ``source/nifti``; return counts."""
-    import json
-
     import SimpleITK as sitk
 
     from her2pcr.config import SeriesRules
@@ -236,7 +231,7 @@ def write_nifti_like(source: Path) -> dict[str, int]:
             image.SetOrigin(exam.origin_mm)
             image.SetDirection(exam.direction)
             sitk.WriteImage(image, str(folder / f"{pid}_{k:04d}.nii.gz"), useCompression=True)
-        imaging = {key: _plain(exam.acquisition[name]) for key, name in _NIFTI_ACQUISITION.items()}
+        imaging = {key: exam.acquisition[name] for key, name in _NIFTI_ACQUISITION.items()}
         times = exam.phase_times_s
         imaging["acquisition_times"] = None if None in times else [float(t) for t in times]
         box = boxes.loc[pid]  # native boxes: 1-based inclusive
