@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint bench clean-data
+.PHONY: run test lint bench pacs clean-data
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
+
+# A local PACS: Orthanc with DICOMweb on 127.0.0.1 (params.yaml pacs:), until Ctrl-C.
+pacs: $(STAMP)
+	$(BIN)/her2pcr pacs
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

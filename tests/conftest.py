@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,31 @@ def profile_simulate_params(profile: str, out_dir: Path, **updates) -> SimulateP
     params = profile_params(profile).simulate
     return params.model_copy(update={"out_dir": out_dir, "sites_file": REPO / params.sites_file,
                                      **updates})
+
+
+def require(tool: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (.ci/run installs it)")
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The Error lines dciodvfy prints for one file."""
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory, tiny_cohort):
+    """A real Orthanc (DICOMweb) on a free loopback port, holding the tiny cohorts pushed with `her2pcr push`."""
+    from her2pcr.pacs.orthanc import local_orthanc
+    from her2pcr.serving.server import free_port
+
+    pacs = profile_params("tiny").pacs
+    storage = tmp_path_factory.mktemp("orthanc")
+    with open(storage / "orthanc.log", "w") as log, local_orthanc(
+            storage, free_port(), pacs.dicomweb_plugin, pacs.orthanc, log=log) as url:
+        pushed = run_command(["her2pcr", "push", str(tiny_cohort / "dicom"), "--pacs", url, "--no-progress"], REPO)
+        yield {"url": url, "pushed": pushed.stdout}
 
 
 @pytest.fixture(scope="session")

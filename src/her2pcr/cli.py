@@ -234,33 +234,141 @@ def predict(
     box_base: int = typer.Option(1, help="Index base of --box: 1 as in boxes.csv, or 0."),
     tensors: Path = typer.Option(None, exists=True, dir_okay=False,
                                  help="Instead of --exam (no --box then): an .npz of preprocessed phase tensors."),
+    pacs: str = typer.Option(None, help="Instead of --exam: the DICOMweb root of a PACS (with --study and --box); "
+                                        "the answer goes back to the study as a DICOM SR."),
+    study: str = typer.Option(None, help="StudyInstanceUID of the exam in --pacs."),
+    store: bool = typer.Option(True, help="With --pacs: store the SR into the study (STOW-RS)."),
+    sr_file: Path = typer.Option(None, help="With --pacs: also write the SR to this file."),
     timeout_s: float = typer.Option(300, help="Request timeout."),
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file (registry and tracking, --pacs)."),
 ) -> None:
-    """Ask a served model for the pCR probability of one exam (DICOM folder + box) or of phase tensors."""
+    """Ask a served model for the pCR probability of one exam (DICOM folder or PACS study + box) or of tensors.
+
+    An exam is sent pseudonymised: no patient identity and new UIDs, mapped back here.
+    """
     import json
 
     import numpy as np
 
-    from her2pcr.serving.client import ServerError, exam_record, tensors_record
+    from her2pcr.serving.client import ServerError, exam_record, restore_sr_content, tensors_record
     from her2pcr.serving.client import predict as post
+    from her2pcr.serving.deid import Pseudonymiser
 
-    if (exam is None) == (tensors is None):
-        raise typer.BadParameter("give --exam (with --box) or --tensors")
-    if exam is not None:
-        if box is None:
-            raise typer.BadParameter("--exam needs --box with six integers")
-        record = exam_record(exam, box, index_base=box_base)
-    else:
-        with np.load(tensors, allow_pickle=False) as archive:
-            # only the arrays of numbers: a data/processed file also holds its cache key
-            record = tensors_record({name: archive[name] for name in archive.files
-                                     if np.issubdtype(archive[name].dtype, np.number)})
+    if sum(v is not None for v in (exam, tensors, pacs)) != 1:
+        raise typer.BadParameter("give one of --exam, --pacs (each with --box) or --tensors")
+    if (exam is not None or pacs is not None) and box is None:
+        raise typer.BadParameter("an exam needs --box with six integers")
     try:
-        answer = post(url, [record], timeout_s=timeout_s)
-    except ServerError as error:
+        if pacs is not None:
+            answer = _predict_pacs_study(pacs, study, tuple(v - box_base for v in box), url, store, sr_file,
+                                         timeout_s, params_file)
+        else:
+            pseudonymiser = Pseudonymiser()
+            if exam is not None:
+                record = exam_record(exam, box, index_base=box_base, pseudonymiser=pseudonymiser)
+            else:
+                with np.load(tensors, allow_pickle=False) as archive:
+                    # only the arrays of numbers: a data/processed file also holds its cache key
+                    record = tensors_record({name: archive[name] for name in archive.files
+                                             if np.issubdtype(archive[name].dtype, np.number)})
+            answer = post(url, [record], timeout_s=timeout_s)[0]
+            answer["sr_content"] = restore_sr_content(answer, pseudonymiser)
+    except (ServerError, ValueError) as error:
         typer.echo(f"predict: {error}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(json.dumps(answer[0], indent=1))
+    typer.echo(json.dumps(answer, indent=1))
+
+
+def _predict_pacs_study(pacs: str, study: str | None, box: tuple[int, ...], url: str, store: bool,
+                        sr_file: Path | None, timeout_s: float, params_file: Path) -> dict:
+    from her2pcr.pacs.predict import predict_study
+
+    if study is None:
+        raise typer.BadParameter("--pacs needs --study (a StudyInstanceUID)")
+    params = config.load_params(params_file)
+    result = predict_study(pacs, study, box, url, params.tracking.uri, params.registry.model_name, store,
+                           timeout_s)
+    if sr_file is not None:
+        result.sr.save_as(sr_file, enforce_file_format=True)
+    where = f"stored into study {study}" if store else "not stored (--no-store)"
+    typer.echo(f"predict: SR {result.sr.SOPInstanceUID} {where}", err=True)
+    return {k: v for k, v in result.answer.items() if k != "sr_content"}
+
+
+@app.command()
+def pacs(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file (pacs section).")) -> None:
+    """Run a local Orthanc PACS with DICOMweb on 127.0.0.1 (pacs.http_port) until interrupted."""
+    import contextlib
+    import signal
+    import sys
+
+    from her2pcr.pacs.orthanc import local_orthanc
+
+    settings = config.load_params(params_file).pacs
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leaving the with block stops Orthanc
+    with local_orthanc(settings.storage_dir, settings.http_port, settings.dicomweb_plugin, settings.orthanc) as url, \
+            contextlib.suppress(KeyboardInterrupt):
+        typer.echo(f"pacs: Orthanc with DICOMweb at {url} (storage {settings.storage_dir}); Ctrl-C stops it")
+        while True:
+            time.sleep(3600)
+
+
+@app.command()
+def push(
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of DICOM files (searched deeply)."),
+    pacs: str = typer.Option(None, help="DICOMweb root (default: pacs.url)."),
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file (pacs section)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Store every DICOM file of a folder into the PACS (STOW-RS)."""
+    from her2pcr.pacs.dicomweb import client, store_folder
+
+    settings = config.load_params(params_file).pacs
+    result = store_folder(client(pacs or settings.url, settings.timeout_s), folder, progress=progress)
+    for path, reason in result.problems:
+        typer.echo(f"push: {path}: {reason}", err=True)
+    typer.echo(f"push: {result.stored} instances stored, {len(result.problems)} files refused")
+    if result.problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def pull(
+    manifest: Path = typer.Option(None, exists=True, dir_okay=False,
+                                  help="CSV with a StudyInstanceUID or AccessionNumber column."),
+    accession: list[str] = typer.Option(None, help="An accession number to pull (repeatable)."),
+    study_date: str = typer.Option(None, help="Every MR study in a DICOM date range, e.g. 20150101-20151231."),
+    pacs: str = typer.Option(None, help="DICOMweb root (default: pacs.url)."),
+    out: Path = typer.Option(None, help="Raw source folder (default: pacs.pull_dir)."),
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file (pacs and ingest sections)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Pull studies from the PACS (QIDO-RS, WADO-RS) into a raw source folder that ingest reads as it is.
+
+    Resumable: studies already pulled are kept, an interrupted study resumes at its first unfinished series.
+    Every study is reported in <out>/pull-report.csv; the exit status is 1 when any failed or was not found.
+    """
+    from her2pcr.pacs.dicomweb import REPORT_FILE, StudyQuery, client, read_manifest, write_report
+    from her2pcr.pacs.dicomweb import pull as pull_studies
+
+    params = config.load_params(params_file)
+    listed = read_manifest(manifest) if manifest else StudyQuery()
+    query = StudyQuery(listed.study_uids, listed.accession_numbers + tuple(accession or ()), study_date)
+    root = out or params.pacs.pull_dir
+    try:
+        outcomes = pull_studies(client(pacs or params.pacs.url, params.pacs.timeout_s), query,
+                                root / params.ingest.dicom_subdir, progress)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    write_report(outcomes, root / REPORT_FILE)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("pulled", "already pulled", "failed", "not found")}
+    for o in outcomes:
+        if o.status in ("failed", "not found"):
+            typer.echo(f"pull: {o.query}: {o.status}: {o.reason}", err=True)
+    typer.echo("pull: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+               + f" ({sum(o.instances for o in outcomes)} instances) -> {root / REPORT_FILE}")
+    if counts["failed"] or counts["not found"]:
+        raise typer.Exit(1)
 
 
 @app.command()

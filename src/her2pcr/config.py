@@ -374,6 +374,18 @@ class ServeParams(Strict):
     max_files: int = Field(ge=1)              # members of an exam zip
 
 
+class PacsParams(Strict):
+    """The PACS exams come from and results go back to, over DICOMweb; `her2pcr pacs` runs a local Orthanc."""
+
+    url: str                # DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web
+    timeout_s: float = Field(gt=0)
+    orthanc: str            # Orthanc executable, for `her2pcr pacs`
+    dicomweb_plugin: Path   # Orthanc's DICOMweb plugin
+    storage_dir: Path       # where the local Orthanc keeps its database and files
+    http_port: int = Field(ge=1, le=65535)
+    pull_dir: Path          # raw source folder `her2pcr pull` fills (set ingest.source_dir to read it)
+
+
 class GateParams(Strict):
     """Thresholds a version must meet on every external cohort before it can become champion."""
 
@@ -433,6 +445,7 @@ class Params(Strict):
     evaluate: EvaluateParams
     registry: RegistryParams
     serve: ServeParams
+    pacs: PacsParams
     validation: ValidateParams
 
     @model_validator(mode="after")

@@ -304,6 +304,58 @@ def bad_requests(workspace):
     ]
 
 
+def sr_numbers(sr) -> dict[str, float]:
+    """NUM content items of an SR, by concept code value, at any depth."""
+    found, stack = {}, list(sr.ContentSequence)
+    while stack:
+        item = stack.pop()
+        stack += list(getattr(item, "ContentSequence", []))
+        if item.ValueType == "NUM":
+            found[item.ConceptNameCodeSequence[0].CodeValue] = float(item.MeasuredValueSequence[0].NumericValue)
+    return found
+
+
+def test_a_pacs_study_is_answered_with_a_dicom_sr_filed_under_it(workspace, server, orthanc, client, tmp_path):
+    """Pulled from Orthanc, sent pseudonymised, answered; the SR goes back into the study with the patient's
+    identity copied by the client from the source study."""
+    import mlflow
+
+    from her2pcr.pacs.dicomweb import client as dicomweb_client
+    from her2pcr.pacs.sr import PCR_PROBABILITY
+    from tests.conftest import dciodvfy_errors
+
+    patient = external_patients(workspace)[0]
+    folder = exam_dir(workspace, patient)
+    source = pydicom.dcmread(next(folder.rglob("*.dcm")), stop_before_pixels=True)
+    box = box_of(workspace, patient)
+    sr_file = tmp_path / "sr.dcm"
+    result = her2pcr(["predict", "--pacs", orthanc["url"], "--study", source.StudyInstanceUID, "--box",
+                      *map(str, box), "--box-base", "0", "--url", server["url"], "--sr-file", str(sr_file)], workspace)
+    answer = json.loads(result.stdout)
+    mlflow.set_tracking_uri(f"sqlite:///{workspace / 'mlflow.db'}")
+    in_process = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    expected = float(in_process.predict(pd.DataFrame([exam_record(folder, box)]))["probability"].iloc[0])
+    assert answer["probability"] == pytest.approx(expected, abs=1e-9)
+    pacs = dicomweb_client(orthanc["url"])
+    listed = pacs.search_for_series(source.StudyInstanceUID, search_filters={"Modality": "SR"})
+    assert len(listed) == 1
+    stored = pacs.retrieve_series(source.StudyInstanceUID, listed[0]["0020000E"]["Value"][0])
+    assert len(stored) == 1
+    sr = stored[0]
+    assert sr.SOPInstanceUID == pydicom.dcmread(sr_file).SOPInstanceUID
+    assert sr_numbers(sr)[PCR_PROBABILITY.value] == pytest.approx(expected, abs=1e-9)
+    assert (sr.PatientName, sr.PatientID, sr.PatientBirthDate, sr.AccessionNumber) == (
+        source.PatientName, source.PatientID, source.PatientBirthDate, source.AccessionNumber)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert f"registry models:/{MODEL}/{champion.version}" in sr_file.read_bytes().decode("latin-1")
+    referenced = {s.SeriesInstanceUID for study in sr.CurrentRequestedProcedureEvidenceSequence
+                  for s in study.ReferencedSeriesSequence}
+    source_series = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in folder.rglob("*.dcm")}
+    assert referenced <= source_series and len(referenced) == len({"pre"} | {p.replace("sub", "post")
+                                                                             for p in PHASES})
+    assert dciodvfy_errors(sr_file) == []
+
+
 def _echoes(request, answer: str, window: int = 24) -> bool:
     """Does the answer hold any run of ``window`` characters of a base64 field of the request?"""
     text = request.decode("latin-1") if isinstance(request, bytes) else request
@@ -327,7 +379,8 @@ def test_every_bad_input_gets_a_400_with_a_clear_message_and_the_server_keeps_se
 
 
 def test_no_identifying_dicom_value_in_responses_or_server_log(workspace, server):
-    patients = external_patients(workspace)[:2]
+    """The client pseudonymises every exam it sends: neither identity nor the exam's own UIDs reach the server."""
+    patients = external_patients(workspace)[:2]  # the first is also the PACS test's study
     for patient in patients:  # make sure the exams went through, whatever ran before
         invoke(server, {"dataframe_records": [exam_record(exam_dir(workspace, patient), box_of(workspace, patient))]})
     secrets = set()
@@ -335,7 +388,7 @@ def test_no_identifying_dicom_value_in_responses_or_server_log(workspace, server
         for path in exam_dir(workspace, patient).rglob("*.dcm"):
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             secrets |= {str(ds.PatientName), str(ds.PatientName).split("^")[0], ds.PatientBirthDate,
-                        ds.PatientID, ds.AccessionNumber, ds.StudyInstanceUID}
+                        ds.PatientID, ds.AccessionNumber, ds.StudyInstanceUID, ds.SeriesInstanceUID}
             break
     secrets.discard("")
     texts = server["responses"] + [server["log"].read_text()]

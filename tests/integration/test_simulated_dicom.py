@@ -1,9 +1,7 @@
 """The simulator's DICOM read by reference tools: dciodvfy, SimpleITK, dcm2niix."""
 
-import shutil
 import subprocess
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,12 +9,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from tests.conftest import dciodvfy_errors, require
+
 pytestmark = pytest.mark.integration
-
-
-def require(tool):
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (.ci/run installs it)")
 
 
 def phase_files(exam_dir):
@@ -27,12 +22,6 @@ def phase_files(exam_dir):
         key = (int(ds.SeriesNumber), int(ds.get("TemporalPositionIdentifier", 1)))
         groups[key].append((float(ds.ImagePositionPatient[2]), str(path)))
     return [[p for _, p in sorted(groups[k])] for k in sorted(groups)]
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """The Error lines dciodvfy prints for one file."""
-    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
 
 
 def test_every_file_passes_dciodvfy_without_errors(tiny_cohort):

@@ -121,6 +121,7 @@ def register_model(model_dir: Path, run_id: str, training: dict, phases: list[st
 
     card = model_card(training, phases, preprocess, serve)
     config = {"threshold": serve.threshold, "preprocess": preprocess,
+              "model_name": registry.model_name, "run_id": run_id,  # named in the SR content of an answer
               "chain_fingerprint": training["chain_fingerprint"],
               "limits": serve.model_dump(exclude={"threshold"})}
     with tempfile.TemporaryDirectory(prefix="her2pcr-card-") as tmp:  # model_dir is train's output: not written

@@ -11,7 +11,9 @@ tensors row in an exam batch would give them missing values.
 
 Each answer row holds the pCR probability (mean over the box's slice stacks and, for an
 ensemble, over its member models), the label at the version's threshold, the phases used,
-the number of stacks, each member's probability and quality warnings. Bad input raises an
+the number of stacks, each member's probability, quality warnings and, for an exam, ``sr_content``: what a DICOM
+SR of the answer refers to (``her2pcr.serving.references``), keyed by the request's UIDs, with the model's name
+and training run, never a patient or study attribute. Bad input raises an
 MlflowException with INVALID_PARAMETER_VALUE, which the scoring server answers with a 400
 and the message.
 """
@@ -37,8 +39,8 @@ log = logging.getLogger(__name__)
 
 BOX_FIELDS = Box._fields
 EXAM_FIELD, TENSORS_FIELD = "dicom_zip", "tensors"
-OUTPUT_COLUMNS = ("probability", "label", "phases", "n_stacks", "input", "members", "warnings")
-#: Discovery groups files by study: a request must hold one exam, and the UID never leaves this module.
+OUTPUT_COLUMNS = ("probability", "label", "phases", "n_stacks", "input", "members", "warnings", "sr_content")
+#: Discovery groups files by study: a request must hold one exam.
 STUDY_TAG = "StudyInstanceUID"
 
 
@@ -46,13 +48,17 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chain) -> tuple[dict, list[str]]:
-    """The chain's inputs for the one exam whose files are in ``folder``, and its loading warnings."""
+def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chain,
+                model_inputs: list[str]) -> tuple[dict, list[str], dict]:
+    """The chain's inputs for the one exam whose files are in ``folder``, its loading warnings, and what an SR of
+    the answer refers to (the files behind ``model_inputs`` and the box)."""
     from her2pcr.config import SeriesRules
     from her2pcr.dicom.discover import discover
     from her2pcr.dicom.exam import ExamError, load_exam
+    from her2pcr.dicom.phases import order_phases
     from her2pcr.dicom.series import select_dce_series
     from her2pcr.preprocess.voi import CropToBox
+    from her2pcr.serving.references import sr_references
 
     found = discover(folder, patient_tag=STUDY_TAG)
     if found.problems:
@@ -71,10 +77,11 @@ def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chai
         # a box reaching past the volume is refused, as ingest quarantines it: clipping would answer another box
         CropToBox(clip=False).slices(exam.image.shape[1:], box)
         inputs = chain(exam.image, tuple(exam.spacing_mm), box)
+        references = sr_references(order_phases(selection.headers), box, model_inputs)
     except (ExamError, ValueError) as error:
         raise RequestError(f"exam cannot be used: {error}") from None
     skipped = [f"{s.label} not used: {s.reason}" for s in selection.skipped]
-    return inputs, list(exam.warnings) + skipped
+    return inputs, list(exam.warnings) + skipped, references
 
 
 class PcrModel(mlflow.pyfunc.PythonModel):
@@ -91,6 +98,9 @@ class PcrModel(mlflow.pyfunc.PythonModel):
         self.members = ensemble_members(self.model)
         self.phases = model_phases(self.model)
         self.threshold = float(config["threshold"])
+        # which registered version answers: the client names it in the SR (older versions lack the config keys)
+        self.model_identity = {"name": config.get("model_name"), "run_id": config.get("run_id"),
+                               "model_id": _logged_model_id(Path(context.artifacts["keras_model"]))}
         self.limits = Limits(**config["limits"])
         self.chain = PreprocessChain(PreprocessConfig(**config["preprocess"]))
         if self.chain.fingerprint() != config["chain_fingerprint"]:
@@ -123,8 +133,9 @@ class PcrModel(mlflow.pyfunc.PythonModel):
             raise RequestError(f"give either {EXAM_FIELD} (with the box {', '.join(BOX_FIELDS)}) or {TENSORS_FIELD}, "
                                "not both or neither")
         warnings: list[str] = []
+        references = None
         if has_exam:
-            inputs, warnings = self._exam_row(row)
+            inputs, warnings, references = self._exam_row(row)
         else:
             data = decode_base64(row[TENSORS_FIELD], TENSORS_FIELD, self.limits.max_payload_mb)
             cfg = self.chain.config
@@ -135,9 +146,12 @@ class PcrModel(mlflow.pyfunc.PythonModel):
         return {"probability": probability, "label": int(probability >= self.threshold),
                 "phases": ",".join(self.phases), "n_stacks": int(len(next(iter(inputs.values())))),
                 "input": "exam" if has_exam else "tensors", "members": json.dumps(members),
-                "warnings": json.dumps(warnings)}
+                "warnings": json.dumps(warnings),
+                "sr_content": None if references is None else json.dumps(
+                    {**references, "probability": probability, "label": int(probability >= self.threshold),
+                     "threshold": self.threshold, "model": self.model_identity})}
 
-    def _exam_row(self, row: dict) -> tuple[dict, list[str]]:
+    def _exam_row(self, row: dict) -> tuple[dict, list[str], dict]:
         missing = [f for f in BOX_FIELDS if not _present(row.get(f))]
         if missing:
             raise RequestError(f"an exam needs its tumour box; missing {missing}")
@@ -147,12 +161,23 @@ class PcrModel(mlflow.pyfunc.PythonModel):
         data = decode_base64(row[EXAM_FIELD], EXAM_FIELD, self.limits.max_payload_mb)
         with tempfile.TemporaryDirectory(prefix="her2pcr-exam-") as tmp:
             names = extract_zip(data, Path(tmp), self.limits)
-            inputs, warnings = exam_inputs(Path(tmp), names, tuple(int(v) for v in box), self.chain)
+            inputs, warnings, references = exam_inputs(Path(tmp), names, tuple(int(v) for v in box), self.chain,
+                                                       self.phases)
         missing_phases = [p for p in self.phases if p not in inputs]
         if missing_phases:
             raise RequestError(f"exam has phases {list(inputs)}; the model needs {self.phases} "
                                f"(missing {missing_phases})")
-        return {p: inputs[p] for p in self.phases}, warnings
+        return {p: inputs[p] for p in self.phases}, warnings, references
+
+
+def _logged_model_id(artifact: Path) -> str | None:
+    """MLflow's id of the logged model an artifact belongs to (its MLmodel file, a few folders up)."""
+    import yaml
+
+    for folder in list(artifact.parents)[:3]:
+        if (folder / "MLmodel").is_file():
+            return yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8")).get("model_id")
+    return None
 
 
 def _bad(message: str):

@@ -156,12 +156,3 @@ def encode_tensors(inputs: dict[str, np.ndarray], compressed: bool = True) -> st
     (np.savez_compressed if compressed else np.savez)(buffer, **{k: np.asarray(v, np.float32)
                                                                  for k, v in inputs.items()})
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def zip_folder(folder: Path) -> str:
-    """Base64 zip of every file under ``folder`` (names relative to it): the client side of :func:`extract_zip`."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-            archive.write(path, path.relative_to(folder).as_posix())
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -13,7 +13,6 @@ from her2pcr.serving.requests import (
     encode_tensors,
     extract_zip,
     read_tensors,
-    zip_folder,
 )
 
 LIMITS = Limits(max_payload_mb=1, max_uncompressed_mb=1, max_compression_ratio=20, max_files=3)
@@ -124,10 +123,3 @@ def test_pickled_or_single_arrays_are_refused():
         read_tensors(single.getvalue(), ["pre"], 8, 3)
     with pytest.raises(RequestError, match="not a NumPy .npz archive"):
         read_tensors(b"not numpy", ["pre"], 8, 3)
-
-
-def test_zip_folder_keeps_relative_names(tmp_path):
-    (tmp_path / "series").mkdir()
-    (tmp_path / "series" / "1.dcm").write_bytes(b"x")
-    archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(zip_folder(tmp_path))))
-    assert archive.namelist() == ["series/1.dcm"]
