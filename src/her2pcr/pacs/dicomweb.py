@@ -69,8 +69,9 @@ def store_folder(dicomweb, folder: Path, batch_size: int = 64, progress: bool = 
     """STOW-RS every DICOM file under ``folder`` (hidden files skipped), in batches; unreadable files listed."""
     from tqdm import tqdm
 
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".")
-                                                                           for part in p.relative_to(folder).parts))
+    from her2pcr.serving.client import exam_files
+
+    paths = exam_files(folder)
     problems, batch, stored = [], [], 0
     for path in tqdm(paths, desc="push", unit="file", disable=not progress):
         try:

@@ -26,12 +26,12 @@ class ServerError(RuntimeError):
     """The server refused the request or failed; the message is the server's."""
 
 
-def exam_files(exam_dir: Path) -> list[Path]:
-    """Every non-hidden file under an exam folder, in a stable order."""
-    if not Path(exam_dir).is_dir():
-        raise FileNotFoundError(f"{exam_dir} is not a folder of DICOM files")
-    return sorted(p for p in Path(exam_dir).rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(exam_dir).parts))
+def exam_files(folder: Path) -> list[Path]:
+    """Every file under a folder of DICOM files, hidden ones (a pull's markers) excepted, in a stable order."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of DICOM files")
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def pseudonymised_zip(paths: list[Path], pseudonymiser: Pseudonymiser) -> str:
