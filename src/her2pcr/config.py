@@ -372,6 +372,10 @@ class ServeParams(Strict):
     max_uncompressed_mb: float = Field(gt=0)  # all members of an exam zip together
     max_compression_ratio: float = Field(gt=1)  # uncompressed / compressed size of the zip
     max_files: int = Field(ge=1)              # members of an exam zip
+    # N4 of an exam request estimates the bias field on the volume shrunk by this factor instead of the training
+    # chain's preprocess.n4_shrink_factor (null: the training chain exactly). Faster, and within a stated
+    # tolerance of the exact answer (README, "Exam latency"); evaluate and validate score stored inputs.
+    exam_n4_shrink_factor: int | None = Field(default=None, ge=1)
 
 
 class PacsParams(Strict):

@@ -54,7 +54,7 @@ care of a patient.
 ## Inputs
 - *Exam*: `{EXAM_FIELD}` = base64 zip of one study's DICOM files (MR, every DCE phase), and the tumour box
   `{', '.join(BOX_FIELDS)}`: 0-based, inclusive voxel indices on the pre-contrast grid.
-  The version runs the training preprocessing: {chain_text(preprocess)}.
+  The version runs the training preprocessing: {chain_text(preprocess)}{_exam_n4_text(serve)}.
 - *Tensors*: `{TENSORS_FIELD}` = base64 `.npz` with arrays {phases}, each float32 of shape
   (stacks, {size}, {size}, {channels}) in [0, 1], the same number of stacks in every phase.
 - Limits: {serve.max_payload_mb:g} MB per request, zip expanding to at most {serve.max_uncompressed_mb:g} MB
@@ -63,7 +63,8 @@ care of a patient.
 ## Output
 `probability` = P(pCR), the mean over the box's slice stacks (and the ensemble's member models), in [0, 1];
 `label` = probability >= {serve.threshold}; `phases` used; `n_stacks`; `members` = each member model's probability
-(their spread shows how much the fold models disagree); `warnings` about the exam (phase ordering, resampling).
+(their spread shows how much the fold models disagree); `warnings` about the exam (phase ordering, resampling);
+`sr_content` for an exam: what a DICOM SR of the answer refers to, by the request's UIDs.
 
 ## Training
 - Phases {phases}; training patients {len(training.get('train_patients', []))}; {_selection_text(training)}
@@ -108,6 +109,13 @@ def _selection_text(training: dict) -> str:
             f"the best validation AUC (patients) {value:.3f}.")
 
 
+def _exam_n4_text(serve: ServeParams) -> str:
+    if not serve.exam_n4_shrink_factor:
+        return ""
+    return (f", except that N4 estimates the bias field on the exam shrunk {serve.exam_n4_shrink_factor}x "
+            "(faster; the answer stays within 0.02 of the training chain's)")
+
+
 def runtime_requirements() -> list[str]:
     return [f"{name}=={package_version(name)}" for name in RUNTIME_PACKAGES]
 
@@ -123,7 +131,8 @@ def register_model(model_dir: Path, run_id: str, training: dict, phases: list[st
     config = {"threshold": serve.threshold, "preprocess": preprocess,
               "model_name": registry.model_name, "run_id": run_id,  # named in the SR content of an answer
               "chain_fingerprint": training["chain_fingerprint"],
-              "limits": serve.model_dump(exclude={"threshold"})}
+              "exam_n4_shrink_factor": serve.exam_n4_shrink_factor,
+              "limits": serve.model_dump(exclude={"threshold", "exam_n4_shrink_factor"})}
     with tempfile.TemporaryDirectory(prefix="her2pcr-card-") as tmp:  # model_dir is train's output: not written
         card_path = Path(tmp) / "model_card.md"
         card_path.write_text(card, encoding="utf-8")

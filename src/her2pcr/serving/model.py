@@ -107,6 +107,11 @@ class PcrModel(mlflow.pyfunc.PythonModel):
             # The code of the chain changed since training: inputs would no longer match the training data.
             raise RuntimeError(f"preprocessing chain fingerprint {self.chain.fingerprint()} differs from the "
                                f"one this model was trained with ({config['chain_fingerprint']})")
+        # exam requests may estimate the N4 field on a coarser grid (serve.exam_n4_shrink_factor): the training
+        # chain's fingerprint is checked above, and this variant differs from it only in that factor
+        shrink = config.get("exam_n4_shrink_factor")
+        self.exam_chain = self.chain if not shrink else PreprocessChain(
+            PreprocessConfig(**{**config["preprocess"], "n4_shrink_factor": shrink}))
         self._lock = threading.Lock()  # the scoring server calls predict from several threads
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -161,8 +166,8 @@ class PcrModel(mlflow.pyfunc.PythonModel):
         data = decode_base64(row[EXAM_FIELD], EXAM_FIELD, self.limits.max_payload_mb)
         with tempfile.TemporaryDirectory(prefix="her2pcr-exam-") as tmp:
             names = extract_zip(data, Path(tmp), self.limits)
-            inputs, warnings, references = exam_inputs(Path(tmp), names, tuple(int(v) for v in box), self.chain,
-                                                       self.phases)
+            inputs, warnings, references = exam_inputs(Path(tmp), names, tuple(int(v) for v in box),
+                                                       self.exam_chain, self.phases)
         missing_phases = [p for p in self.phases if p not in inputs]
         if missing_phases:
             raise RequestError(f"exam has phases {list(inputs)}; the model needs {self.phases} "
