@@ -7,6 +7,11 @@ For each input mode (exam = base64 DICOM zip + box; tensors = base64 .npz) it se
 from ``--clients`` threads, each request one external-cohort patient (cycling), and counts errors; then it runs
 the same inputs through the same pyfunc model loaded in this process with the same number of threads.
 Both are measured side by side in this run (the machine is shared, absolute times vary).
+
+Exam latency: the exam mode also runs against a second server of the same version loaded with
+``exam_n4_shrink_factor: null`` (``MLFLOW_PYFUNC_INFERENCE_CONFIG``), the training chain exactly, i.e. the exam
+path before serve.exam_n4_shrink_factor existed: p50 with one client and with ``--clients``, the ratio of the
+two, and the largest difference between their probabilities on the same exams.
 """
 
 from __future__ import annotations
@@ -78,6 +83,24 @@ def run_clients(call, inputs: list, n_requests: int, clients: int) -> dict:
             "throughput_rps": len(latencies) / wall}
 
 
+def exam_latency(post, url: str, exact_url: str, inputs: list[dict], args, served_many: dict) -> dict:
+    """Exam p50 of the served version and of the same version with the training chain's N4: one client, then
+    ``--clients`` clients (the served version's figure is the exam mode's, measured just before)."""
+    figures = {}
+    for label, clients, n in (("one client", 1, args.single_client_requests), (f"{args.clients} clients",
+                                                                                args.clients, args.requests)):
+        coarse = run_clients(lambda r: post(url, r), inputs, n, clients) if clients == 1 else served_many
+        exact = run_clients(lambda r: post(exact_url, r), inputs, n, clients)
+        figures[label] = {"coarse_n4": coarse, "exact_n4": exact, "p50_ratio": coarse["p50_ms"] / exact["p50_ms"]}
+        print(f"exam p50, {label}: serve.exam_n4_shrink_factor {coarse['p50_ms']:.0f} ms "
+              f"({coarse['errors']} errors), training chain {exact['p50_ms']:.0f} ms ({exact['errors']} errors), "
+              f"ratio {figures[label]['p50_ratio']:.3f}", flush=True)
+    gaps = [abs(post(url, r)["probability"] - post(exact_url, r)["probability"]) for r in inputs]
+    figures["max_abs_probability_difference"] = max(gaps)
+    print(f"exam answers, coarse vs training-chain N4, {len(inputs)} exams: max |dp| {max(gaps):.4f}")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", type=Path, default=Path("."))
@@ -85,6 +108,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--patients", type=int, default=8, help="Distinct inputs to cycle through.")
     parser.add_argument("--model", default=None, help="Model URI (default: champion, else challenger).")
+    parser.add_argument("--single-client-requests", type=int, default=50,
+                        help="Exam requests from one client, per server, for the one-client p50.")
     args = parser.parse_args()
 
     import mlflow
@@ -105,21 +130,24 @@ def main() -> None:
         model_uri = f"models:/{params.registry.model_name}@{alias}"
     in_process = mlflow.pyfunc.load_model(model_uri)
     results = {"model": model_uri, "clients": args.clients}
-    with local_server(model_uri, params.tracking.uri, workspace) as url:
-        sessions: dict[int, requests.Session] = {}
+    exact_config = {"MLFLOW_PYFUNC_INFERENCE_CONFIG": json.dumps({"exam_n4_shrink_factor": None})}
+    with local_server(model_uri, params.tracking.uri, workspace) as url, \
+            local_server(model_uri, params.tracking.uri, workspace, extra_env=exact_config) as exact_url:
+        sessions: dict[tuple[int, str], requests.Session] = {}
 
-        def over_http(record: dict) -> None:
-            session = sessions.setdefault(threading.get_ident(), requests.Session())
-            response = session.post(f"{url}/invocations", json={"dataframe_records": [record]}, timeout=600)
+        def post(base: str, record: dict) -> dict:
+            session = sessions.setdefault((threading.get_ident(), base), requests.Session())
+            response = session.post(f"{base}/invocations", json={"dataframe_records": [record]}, timeout=600)
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+            return response.json()["predictions"][0]
 
         def local(record: dict) -> None:
             in_process.predict(pd.DataFrame([record]))
 
         for mode in ("tensors", "exam"):
             inputs = records_of(workspace, params, in_process.unwrap_python_model().phases, mode, args.patients)
-            served = run_clients(over_http, inputs, args.requests, args.clients)
+            served = run_clients(lambda r: post(url, r), inputs, args.requests, args.clients)
             direct = run_clients(local, inputs, args.requests, args.clients)
             results[mode] = {"served": served, "in_process": direct, "distinct_inputs": len(inputs),
                              "throughput_ratio_served_over_in_process":
@@ -131,7 +159,8 @@ def main() -> None:
                   f"in-process: p50 {direct['p50_ms']:.1f} ms, p99 {direct['p99_ms']:.1f} ms, "
                   f"{direct['throughput_rps']:.1f} req/s | served/in-process throughput "
                   f"{results[mode]['throughput_ratio_served_over_in_process']:.2f}", flush=True)
-    print(json.dumps(results, indent=1))
+        results["exam_latency"] = exam_latency(post, url, exact_url, inputs, args, served)
+        print(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

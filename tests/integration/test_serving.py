@@ -217,7 +217,8 @@ def test_served_tensors_give_the_same_probability(workspace, server):
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     tensors_answer, exam_answer = (r.json()["predictions"][0] for r in responses)
     assert tensors_answer["input"] == "tensors"
-    assert tensors_answer["probability"] == pytest.approx(exam_answer["probability"], abs=1e-9)
+    # the exam's N4 runs on a coarser grid (serve.exam_n4_shrink_factor); the exact chain is checked above
+    assert tensors_answer["probability"] == pytest.approx(exam_answer["probability"], abs=EXAM_N4_TOLERANCE)
     # the CLI with --tensors needs no --box
     answer = her2pcr(["predict", "--url", server["url"], "--tensors", str(workspace / "data" / "processed" /
                                                                           f"{patient}.npz")], workspace)

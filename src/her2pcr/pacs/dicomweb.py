@@ -3,8 +3,9 @@
 A pulled study is written as ``<dicom_dir>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``, the
 layout ingest reads as it is. Nothing is half-written: series are retrieved into the hidden folder
 ``<dicom_dir>/.partial/<study>`` (ingest skips hidden folders), each series is kept there once all of its instances
-are written, and the study is moved into place in one rename when the number of instances equals what QIDO-RS
-announced. An interrupted pull therefore resumes at the first series it had not finished.
+are written and their number equals what QIDO-RS announced, and the study is moved into place in one rename once
+every series is. An interrupted pull therefore resumes at the first series it had not finished. Only MR series are
+pulled: a study may also hold results (her2pcr's own SR), which are no input.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pydicom.errors import InvalidDicomError
 
 log = logging.getLogger(__name__)
 
-STUDY_UID, SERIES_UID, INSTANCES = "0020000D", "0020000E", "00201208"  # DICOM JSON keys (tags)
+STUDY_UID, SERIES_UID, SERIES_INSTANCES = "0020000D", "0020000E", "00201209"  # DICOM JSON keys (tags)
 COMPLETE = ".complete"  # marker of a fully written series or study: hidden, so ingest never reads it
 PARTIAL = ".partial"
 REPORT_FILE = "pull-report.csv"
@@ -127,27 +128,30 @@ class StudyOutcome:
     reason: str = ""
 
 
-def find_studies(dicomweb, query: StudyQuery) -> tuple[list[tuple[str, str, int]], list[StudyOutcome]]:
-    """QIDO-RS: (query, study UID, announced instances) per MR study found, and the searches that found none."""
-    studies: dict[str, tuple[str, str, int]] = {}
+def find_studies(dicomweb, query: StudyQuery) -> tuple[list[tuple[str, str]], list[StudyOutcome]]:
+    """QIDO-RS: (query, study UID) per MR study found, and the searches that found none."""
+    studies: dict[str, tuple[str, str]] = {}
     not_found = []
     for asked, filters in query.searches():
-        records = search_all(dicomweb.search_for_studies, STUDY_UID, fields=["NumberOfStudyRelatedInstances"],
+        records = search_all(dicomweb.search_for_studies, STUDY_UID,
                              search_filters={**filters, "ModalitiesInStudy": "MR"})
         if not records:
             not_found.append(StudyOutcome(asked, "", "not found", 0, "no MR study matches in the PACS"))
         for record in records:
             uid = _value(record, STUDY_UID)
-            studies.setdefault(uid, (asked, uid, int(_value(record, INSTANCES) or 0)))
+            studies.setdefault(uid, (asked, uid))
     return list(studies.values()), not_found
 
 
-def _write_series(datasets: Iterable[Dataset], folder: Path) -> int:
+def _write_series(datasets: Iterable[Dataset], folder: Path, announced: int) -> int:
+    """Write a retrieved series; marked complete only when it holds the ``announced`` instances (0: unknown)."""
     folder.mkdir(parents=True, exist_ok=True)
     count = 0
     for ds in datasets:
         ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
         count += 1
+    if announced and count != announced:
+        raise RuntimeError(f"series {folder.name}: the PACS announced {announced} instances and delivered {count}")
     (folder / COMPLETE).write_text(json.dumps({"instances": count}))
     return count
 
@@ -156,26 +160,27 @@ def _series_count(folder: Path) -> int:
     return json.loads((folder / COMPLETE).read_text())["instances"]
 
 
-def pull_study(dicomweb, study_uid: str, announced: int, dicom_dir: Path) -> tuple[str, int]:
-    """Retrieve one study series by series into its partial folder, then move it into place.
+def pull_study(dicomweb, study_uid: str, dicom_dir: Path) -> tuple[str, int]:
+    """Retrieve one study's MR series one by one into its partial folder, then move it into place.
 
-    Returns (status, instances). Raises RuntimeError when the PACS delivers fewer instances than it announced.
+    Returns (status, instances). Raises RuntimeError when the PACS delivers another number of instances of a series
+    than it announced.
     """
     final = dicom_dir / study_uid
     if (final / COMPLETE).exists():
         return "already pulled", _series_count(final)
     partial = dicom_dir / PARTIAL / study_uid
     total = 0
-    for series in search_all(dicomweb.search_for_series, SERIES_UID, study_instance_uid=study_uid):
+    for series in search_all(dicomweb.search_for_series, SERIES_UID, study_instance_uid=study_uid,
+                             search_filters={"Modality": "MR"}, fields=["NumberOfSeriesRelatedInstances"]):
         series_uid = _value(series, SERIES_UID)
         folder = partial / series_uid
         if (folder / COMPLETE).exists():  # finished before an interruption
             total += _series_count(folder)
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        total += _write_series(dicomweb.retrieve_series(study_uid, series_uid), folder)
-    if announced and total != announced:
-        raise RuntimeError(f"the PACS announced {announced} instances and delivered {total}")
+        announced = int(_value(series, SERIES_INSTANCES) or 0)
+        total += _write_series(dicomweb.retrieve_series(study_uid, series_uid), folder, announced)
     (partial / COMPLETE).write_text(json.dumps({"instances": total}))
     shutil.rmtree(final, ignore_errors=True)  # a copy left by hand, never a completed pull (checked above)
     os.replace(partial, final)
@@ -189,9 +194,9 @@ def pull(dicomweb, query: StudyQuery, dicom_dir: Path, progress: bool = True) ->
     studies, outcomes = find_studies(dicomweb, query)
     dicom_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(studies, desc="pull", unit="study", disable=not progress)
-    for asked, uid, announced in bar:
+    for asked, uid in bar:
         try:
-            status, count = pull_study(dicomweb, uid, announced, dicom_dir)
+            status, count = pull_study(dicomweb, uid, dicom_dir)
             outcomes.append(StudyOutcome(asked, uid, status, count))
         except Exception as error:  # noqa: BLE001 - one study's failure (HTTP, disk, PACS) must not stop the rest
             reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]

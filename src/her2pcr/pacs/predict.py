@@ -45,7 +45,7 @@ def predict_study(pacs_url: str, study_uid: str, box: tuple[int, ...], server_ur
     if not found:
         raise ValueError(f"no MR study {study_uid} in the PACS at {pacs_url}")
     with tempfile.TemporaryDirectory(prefix="her2pcr-study-") as tmp:
-        pull_study(dicomweb, study_uid, found[0][2], Path(tmp))
+        pull_study(dicomweb, study_uid, Path(tmp))
         folder = Path(tmp) / study_uid
         pseudonymiser = Pseudonymiser()
         answer = predict(server_url, [exam_record(folder, box, 0, pseudonymiser)], timeout_s)[0]
