@@ -14,6 +14,13 @@ from her2pcr import config
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 log = logging.getLogger("her2pcr")
 
+SCHEDULER_HELP = "tcp://HOST:PORT of an existing Dask cluster for the per-exam work (overrides compute.scheduler)."
+
+
+def compute_of(params: config.Params, scheduler: str | None) -> config.ComputeParams:
+    """params.compute, with the command line's --scheduler if given."""
+    return params.compute.model_copy(update={"scheduler": scheduler}) if scheduler else params.compute
+
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
@@ -40,13 +47,15 @@ def profile(
 def simulate(
     params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    scheduler: str = typer.Option(None, help=SCHEDULER_HELP),
 ) -> None:
     """Write the synthetic multi-site DICOM cohorts and their manifests to simulate.out_dir."""
     from her2pcr.synth.cohort import simulate_cohorts
 
-    params = config.load_params(params_file).simulate
+    everything = config.load_params(params_file)
+    params = everything.simulate
     start = time.perf_counter()
-    counts = simulate_cohorts(params, params.out_dir, progress=progress)
+    counts = simulate_cohorts(params, params.out_dir, progress=progress, compute=compute_of(everything, scheduler))
     elapsed = time.perf_counter() - start
     typer.echo(
         f"simulate: {counts['exams']} exams ({counts['rendered']} rendered, {counts['reused']} reused; "
@@ -59,12 +68,13 @@ def simulate(
 def ingest(
     params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    scheduler: str = typer.Option(None, help=SCHEDULER_HELP),
 ) -> None:
     """Discover, order, de-identify and validate exams; write interim exams, tables and the quarantine."""
     from her2pcr.ingest.stage import ingest as run_ingest
 
     params = config.load_params(params_file)
-    report = run_ingest(params.ingest, params.cohorts, progress=progress)
+    report = run_ingest(params.ingest, params.cohorts, progress=progress, compute=compute_of(params, scheduler))
     typer.echo(report.summary())
 
 
@@ -72,24 +82,32 @@ def ingest(
 def preprocess(
     params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
     progress: bool = typer.Option(True, help="Show progress bars."),
+    scheduler: str = typer.Option(None, help=SCHEDULER_HELP),
 ) -> None:
     """N4 bias correction, VOI crop/pad and slice stacks per exam (recomputes only changed exams)."""
     from her2pcr.preprocess.stage import preprocess as run_preprocess
 
-    params = config.load_params(params_file).preprocess
+    everything = config.load_params(params_file)
+    params = everything.preprocess
     start = time.perf_counter()
-    counts = run_preprocess(params, progress=progress)
+    counts = run_preprocess(params, progress=progress, compute=compute_of(everything, scheduler))
     typer.echo(f"preprocess: {counts['exams']} exams ({counts['computed']} computed, {counts['reused']} reused) "
                f"in {time.perf_counter() - start:.1f} s -> {params.out_dir}")
 
 
 @app.command("pk-features")
-def pk_features(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file.")) -> None:
+def pk_features(
+    params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters file."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+    scheduler: str = typer.Option(None, help=SCHEDULER_HELP),
+) -> None:
     """The 48 semi-quantitative PK features of each exam with timing (others listed with the reason)."""
     from her2pcr.features.stage import pk_features_stage
 
-    params = config.load_params(params_file).pk
-    counts = pk_features_stage(params.interim_dir, params.out_dir, params.threshold_percent, params.workers)
+    everything = config.load_params(params_file)
+    params = everything.pk
+    counts = pk_features_stage(params.interim_dir, params.out_dir, params.threshold_percent, params.workers,
+                               compute_of(everything, scheduler), progress)
     typer.echo(f"pk_features: {counts['features']} exams with 48 features, {counts['skipped']} skipped "
                f"(reasons in {counts['skipped_file']})")
 

@@ -433,6 +433,18 @@ class ValidateParams(Strict):
     gate: GateParams
 
 
+class ComputeParams(Strict):
+    """Where per-exam work runs (her2pcr.compute); outputs never depend on it, so no stage lists it in dvc.yaml."""
+
+    scheduler: str | None = None          # tcp://HOST:PORT of an existing Dask cluster; None: a local one
+    memory_limit: str = "auto"            # per local worker (Dask's syntax: "4GiB", "auto" = RAM / workers)
+    dashboard: bool = False               # serve the local cluster's dashboard (its address is logged)
+    connect_timeout_s: float = Field(default=30, gt=0)
+
+
+LOCAL_COMPUTE = ComputeParams()  # a local cluster with Dask's defaults: the stages' default
+
+
 class Params(Strict):
     """The whole params.yaml; each stage reads only its own sections."""
 
@@ -451,6 +463,7 @@ class Params(Strict):
     serve: ServeParams
     pacs: PacsParams
     validation: ValidateParams
+    compute: ComputeParams = ComputeParams()
 
     @model_validator(mode="after")
     def _training_reads_the_internal_cohorts(self) -> Params:

@@ -7,12 +7,13 @@ are listed in a second table with the reason; no exam is dropped silently, so
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from her2pcr.compute import map_exams
+from her2pcr.config import LOCAL_COMPUTE, ComputeParams
 from her2pcr.features.pk import FEATURE_NAMES, PKError, check_times, pk_features
 from her2pcr.preprocess.settings import Box
 
@@ -39,7 +40,8 @@ def exam_features(job: Job) -> Result:
 
 
 def pk_feature_table(interim_dir: Path, threshold_percent: float,
-                     workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     workers: int = 1, compute: ComputeParams = LOCAL_COMPUTE,
+                     progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(features, skipped) for every exam of ``interim_dir/clinical.parquet``.
 
     features: indexed by patient_id; columns cohort, pcr, then ``FEATURE_NAMES`` (48, float).
@@ -49,11 +51,7 @@ def pk_feature_table(interim_dir: Path, threshold_percent: float,
     clinical = pd.read_parquet(interim_dir / "clinical.parquet").set_index("patient_id")
     jobs: list[Job] = [(str(pid), interim_dir / "exams" / f"{pid}.npz", tuple(int(row[c]) for c in Box._fields),
                         float(threshold_percent)) for pid, row in clinical.iterrows()]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(exam_features, jobs))
-    else:
-        results = [exam_features(job) for job in jobs]
+    results = list(map_exams(exam_features, jobs, workers, compute, "pk_features", progress))
 
     rows = {pid: features for pid, features, _ in results if features is not None}
     skipped = pd.DataFrame([{"patient_id": pid, "reason": reason} for pid, features, reason in results
@@ -66,9 +64,10 @@ def pk_feature_table(interim_dir: Path, threshold_percent: float,
     return features, skipped
 
 
-def pk_features_stage(interim_dir: Path, out_dir: Path, threshold_percent: float, workers: int = 1) -> dict:
+def pk_features_stage(interim_dir: Path, out_dir: Path, threshold_percent: float, workers: int = 1,
+                      compute: ComputeParams = LOCAL_COMPUTE, progress: bool = True) -> dict:
     """The pk_features stage: ``out_dir/pk.parquet`` (the features) and ``out_dir/skipped.csv`` (who, and why)."""
-    features, skipped = pk_feature_table(interim_dir, threshold_percent, workers)
+    features, skipped = pk_feature_table(interim_dir, threshold_percent, workers, compute, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     features.reset_index().to_parquet(out_dir / "pk.parquet", index=False)
     skipped.to_csv(out_dir / "skipped.csv", index=False)

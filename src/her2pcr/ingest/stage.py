@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from her2pcr.config import CohortsParams, IngestParams
+from her2pcr.compute import map_exams
+from her2pcr.config import LOCAL_COMPUTE, CohortsParams, ComputeParams, IngestParams
 from her2pcr.dicom.discover import FileProblem, discover
 from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
 from her2pcr.dicom.series import SkippedSeries, select_dce_series
@@ -102,7 +101,7 @@ class Source:
     files_by_patient: dict[str, list]
     problems: list[FileProblem]
     n_series: int
-    load: Callable  # picklable: runs in the process pool on task(pid)
+    load: Callable  # picklable: runs on a Dask worker on task(pid)
     task: Callable[[str], tuple]
     boxes: pd.DataFrame | None = None  # boxes the source carries itself (else the box manifest)
 
@@ -124,7 +123,8 @@ def find_source(params: IngestParams, progress: bool) -> Source:
                   _load, lambda pid: (pid, discovery.files_by_patient[pid], params.series))
 
 
-def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) -> IngestReport:
+def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True,
+           compute: ComputeParams = LOCAL_COMPUTE) -> IngestReport:
     report = IngestReport()
     exams_dir = params.out_dir / "exams"
     exams_dir.mkdir(parents=True, exist_ok=True)
@@ -151,27 +151,26 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True) 
     loaded: dict[str, LoadedExam] = {}
     tasks = [source.task(pid) for pid in candidates]
     used: dict[str, int] = {}
-    with ProcessPoolExecutor(max_workers=params.workers) as pool:
-        for pid, exam, error, skipped, n_used in tqdm(pool.map(source.load, tasks), total=len(tasks), desc="ingest",
-                                                      unit="exam", disable=not progress):
-            for series in skipped:
-                report.note(pid, "series_skipped", f"{series.label} ({series.n_files} files): {series.reason}",
-                            series.folder)
-            if error is not None:
-                report.exclude(pid, error)
-                continue
-            if params.box_slice_order == "instance_number" and exam.instance_order_reversed:
-                manifests.boxes.loc[pid] = box_in_position_order(manifests.boxes.loc[pid], exam.image.shape[1])
-                report.note(pid, "flagged", "InstanceNumber runs against the slice normal: box slices flipped "
-                                            "(ingest.box_slice_order instance_number)")
-            problem = box_problem(manifests.boxes.loc[pid], exam.image.shape[1:])
-            if problem is not None:
-                report.exclude(pid, problem)
-                continue
-            for warning in exam.warnings:
-                report.note(pid, "flagged", warning)
-            loaded[pid] = exam
-            used[pid] = n_used
+    for pid, exam, error, skipped, n_used in map_exams(source.load, tasks, params.workers, compute, "ingest",
+                                                       progress):
+        for series in skipped:
+            report.note(pid, "series_skipped", f"{series.label} ({series.n_files} files): {series.reason}",
+                        series.folder)
+        if error is not None:
+            report.exclude(pid, error)
+            continue
+        if params.box_slice_order == "instance_number" and exam.instance_order_reversed:
+            manifests.boxes.loc[pid] = box_in_position_order(manifests.boxes.loc[pid], exam.image.shape[1])
+            report.note(pid, "flagged", "InstanceNumber runs against the slice normal: box slices flipped "
+                                        "(ingest.box_slice_order instance_number)")
+        problem = box_problem(manifests.boxes.loc[pid], exam.image.shape[1:])
+        if problem is not None:
+            report.exclude(pid, problem)
+            continue
+        for warning in exam.warnings:
+            report.note(pid, "flagged", warning)
+        loaded[pid] = exam
+        used[pid] = n_used
 
     clinical = manifests.clinical.loc[sorted(loaded)].copy()
     clinical["cohort"] = assign_cohorts(clinical, cohorts)

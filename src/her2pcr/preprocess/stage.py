@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from her2pcr.config import PreprocessParams
+from her2pcr.compute import map_exams, remove_temporaries, replace_atomically
+from her2pcr.config import LOCAL_COMPUTE, ComputeParams, PreprocessParams
 from her2pcr.interim import write_if_changed
 from her2pcr.preprocess.chain import PreprocessChain
 from her2pcr.preprocess.settings import CHAIN_FILE, COHORTS_DIR, Box
@@ -66,7 +65,8 @@ def _run(args: tuple[Job, PreprocessParams]) -> tuple[str, dict[str, int]]:
         image, spacing = exam["image"], exam["spacing_mm"]
     stacks = chain_from(params)(image, tuple(spacing), job.box)
     # float16 halves the files; inputs lie in [0, 1], where its 1e-3 resolution is far below the image noise.
-    np.savez_compressed(job.out_path, key=np.array(job.key), **{k: v.astype(np.float16) for k, v in stacks.items()})
+    replace_atomically(job.out_path, lambda tmp: np.savez_compressed(
+        tmp, key=np.array(job.key), **{k: v.astype(np.float16) for k, v in stacks.items()}))
     return job.patient_id, {name: len(array) for name, array in stacks.items()}
 
 
@@ -82,7 +82,8 @@ def write_cohort_indexes(index: pd.DataFrame, folder: Path) -> None:
         write_if_changed(index[index.cohort == cohort].sort_index().reset_index(), folder / f"{cohort}.parquet")
 
 
-def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int]:
+def preprocess(params: PreprocessParams, progress: bool = True,
+               compute: ComputeParams = LOCAL_COMPUTE) -> dict[str, int]:
     """Write data/processed/<patient>.npz and index.parquet; reuse outputs whose inputs did not change."""
     clinical = pd.read_parquet(params.interim_dir / "clinical.parquet").set_index("patient_id")
     params.out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,10 +102,10 @@ def preprocess(params: PreprocessParams, progress: bool = True) -> dict[str, int
             stale.unlink()
 
     counts: dict[str, dict[str, int]] = {}
-    with ProcessPoolExecutor(max_workers=params.workers) as pool:
-        for pid, stacks in tqdm(pool.map(_run, [(job, params) for job in jobs]), total=len(jobs),
-                                desc="preprocess", unit="exam", disable=not progress):
-            counts[pid] = stacks
+    for pid, stacks in map_exams(_run, [(job, params) for job in jobs], params.workers, compute, "preprocess",
+                                 progress):
+        counts[pid] = stacks
+    remove_temporaries(params.out_dir)
     previous = _previous_counts(params.out_dir / "index.parquet")
     for job in reused:
         counts[job.patient_id] = previous.get(job.key) or _counts_from_file(job.out_path)

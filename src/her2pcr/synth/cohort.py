@@ -6,15 +6,14 @@ import dataclasses
 import hashlib
 import json
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from her2pcr.config import SimulateParams
+from her2pcr.compute import map_exams
+from her2pcr.config import LOCAL_COMPUTE, ComputeParams, SimulateParams
 from her2pcr.preprocess.settings import Box, phase_names
 from her2pcr.synth.anatomy import LABEL, build_anatomy
 from her2pcr.synth.dicom_writer import write_exam
@@ -155,6 +154,8 @@ def run_task(task: ExamTask) -> ExamResult:
     """Render and write one exam; faults that change the images are applied here."""
     from her2pcr.synth.faults import apply_image_fault  # late import: faults imports this module
 
+    # A retried task (its worker died mid-write) starts from an empty folder.
+    shutil.rmtree(task.dicom_root / task.patient_id, ignore_errors=True)
     exam, box, truth = render_task(task)
     if task.fault is not None:
         exam = apply_image_fault(exam, task.fault)
@@ -178,7 +179,8 @@ def clinical_row(task: ExamTask) -> dict:
             "regimen": task.regimen, "pcr": task.draw.pcr, "institution": task.site_name}
 
 
-def simulate_cohorts(params: SimulateParams, out_dir: Path, progress: bool = True) -> dict[str, int]:
+def simulate_cohorts(params: SimulateParams, out_dir: Path, progress: bool = True,
+                     compute: ComputeParams = LOCAL_COMPUTE) -> dict[str, int]:
     """Write the whole raw source: DICOM tree, clinical.csv, boxes.csv, truth.csv, faults.csv."""
     from her2pcr.synth.faults import apply_file_faults, apply_manifest_faults, plan_faults
 
@@ -204,14 +206,11 @@ def simulate_cohorts(params: SimulateParams, out_dir: Path, progress: bool = Tru
         if task.fault is None and (reused := cache.load(task.patient_id, keys[task.patient_id])) is not None:
             results[task.patient_id] = reused
     todo = [t for t in image_tasks if t.patient_id not in results]
-    for task in todo:
-        shutil.rmtree(dicom_root / task.patient_id, ignore_errors=True)
-    with ProcessPoolExecutor(max_workers=params.workers) as pool:
-        for task, result in zip(todo, tqdm(pool.map(run_task, todo, chunksize=1), total=len(todo), desc="simulate",
-                                          unit="exam", disable=not progress), strict=True):
-            results[result.patient_id] = result
-            if task.fault is None:
-                cache.save(result, keys[result.patient_id])
+    for task, result in zip(todo, map_exams(run_task, todo, params.workers, compute, "simulate", progress),
+                            strict=True):
+        results[result.patient_id] = result
+        if task.fault is None:
+            cache.save(result, keys[result.patient_id])
 
     clinical = pd.DataFrame([clinical_row(t) for t in all_tasks], columns=CLINICAL_COLUMNS)
     boxes = [results[t.patient_id].box if t.patient_id in results else _placeholder_box(t, params)
