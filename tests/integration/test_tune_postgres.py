@@ -198,6 +198,46 @@ def nested_runs(tracking_uri: str, parent_id: str) -> dict[int, list]:
     return by_trial
 
 
+def test_same_cohorts_logged_by_concurrent_runs(mlflow_server, processed):
+    """Runs logging the same new dataset at the same moment (as tuning workers do) all link to one dataset row."""
+    import threading
+
+    import mlflow
+
+    from her2pcr.training.tracking import log_cohorts
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        experiment_id = mlflow.set_experiment("her2pcr-dataset-race").experiment_id
+        selections = [["D1"], ["D2"], ["D1", "D2"], ["D3"], ["D1", "D3"]]
+        errors, run_ids = [], {}
+        for selection in selections:  # a name not logged before each round: every round is a fresh race
+            barrier = threading.Barrier(4)
+
+            def log(worker: int, selection=selection, barrier=barrier) -> None:
+                with mlflow.start_run(experiment_id=experiment_id) as run:  # MLflow's active run is per thread
+                    run_ids[(tuple(selection), worker)] = run.info.run_id
+                    barrier.wait()
+                    try:
+                        log_cohorts(processed, selection, "tuning")
+                    except Exception as error:  # noqa: BLE001 - collected and asserted below
+                        errors.append(error)
+
+            threads = [threading.Thread(target=log, args=(worker,)) for worker in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert not errors, errors
+        client = mlflow.MlflowClient(mlflow_server)
+        for (selection, _), run_id in run_ids.items():
+            inputs = client.get_run(run_id).inputs.dataset_inputs
+            assert [i.dataset.name.split("@")[0] for i in inputs] == ["+".join(selection)]
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_concurrent_workers_then_a_killed_worker(workspace):
     import optuna
     from optuna.trial import TrialState

@@ -69,9 +69,24 @@ def log_cohorts(processed_dir: Path, cohorts: list[str], context: str) -> None:
     """Log the cohorts' index (patients, labels, exam cache keys) as an MLflow dataset input of the active run, so
     the UI's Dataset column says what it trained, tuned or was evaluated on; its name carries the data's DVC hash."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     index = pd.read_parquet(processed_dir / "index.parquet")
     frame = index[index.cohort.isin(cohorts)][["patient_id", "cohort", "pcr", "key"]].reset_index(drop=True)
     version, _ = data_version(processed_dir)
-    mlflow.log_input(mlflow.data.from_pandas(frame, source=str(processed_dir), targets="pcr",
-                                             name=f"{'+'.join(cohorts)}@{version[:12]}"), context=context)
+    dataset = mlflow.data.from_pandas(frame, source=str(processed_dir), targets="pcr",
+                                      name=f"{'+'.join(cohorts)}@{version[:12]}")
+    # MLflow's SQL store looks the dataset up, then inserts it when absent: two tuning workers logging the same
+    # cohorts at the same moment both insert, and the loser gets a unique-key violation (BAD_REQUEST, which the
+    # client does not retry). Its next attempt finds the winner's row and links the run to it.
+    for attempt in range(DATASET_RACE_ATTEMPTS):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as error:
+            if attempt == DATASET_RACE_ATTEMPTS - 1 or not any(
+                    text in str(error) for text in ("UniqueViolation", "UNIQUE constraint", "Duplicate entry")):
+                raise
+
+
+DATASET_RACE_ATTEMPTS = 3
