@@ -40,7 +40,8 @@ def dask_client(workers: int, compute: ComputeParams) -> Iterator:
     # memory_limit then bounds one exam at a time.
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                       memory_limit=compute.memory_limit,
-                      dashboard_address=":0" if compute.dashboard else None) as cluster, Client(cluster) as client:
+                      dashboard_address="127.0.0.1:0" if compute.dashboard else None) as cluster, \
+            Client(cluster) as client:
         if compute.dashboard:
             log.info("local Dask cluster of %d workers, dashboard %s", workers, client.dashboard_link)
         yield client

@@ -66,7 +66,9 @@ def test_healthy_exams_are_ingested_and_counts_reconcile(fault_cohort, fault_ing
     assert healthy <= report.ingested
     assert report.discovered == report.ingested | report.excluded
     assert not report.ingested & report.excluded
+    # workers wrote every loaded exam; those of patients excluded afterwards (box, tables) went with the staging
     assert {p.stem for p in (params.out_dir / "exams").glob("*.npz")} == report.ingested
+    assert sorted(p.name for p in params.out_dir.iterdir() if p.name.startswith(".")) == []
     assert set(pd.read_parquet(params.out_dir / "clinical.parquet").patient_id) == report.ingested
     assert (params.reports_dir / "docs" / "index.html").exists()
     assert (params.reports_dir / "clinical.json").exists()

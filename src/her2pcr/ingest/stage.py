@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from her2pcr.compute import map_exams
+from her2pcr.compute import map_exams, replace_atomically
 from her2pcr.config import LOCAL_COMPUTE, CohortsParams, ComputeParams, IngestParams
 from her2pcr.dicom.discover import FileProblem, discover
 from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam
@@ -28,6 +30,7 @@ from her2pcr.quality.expectations import (
 )
 
 log = logging.getLogger(__name__)
+STAGING_DIR = ".staging"
 QUARANTINE_COLUMNS = ["patient_id", "file", "action", "reason"]
 
 
@@ -70,6 +73,30 @@ def save_exam(exam: LoadedExam, path: Path) -> None:
         phase_times_s=times, phase_names=np.array(exam.phase_names),
         order_rule=np.array(exam.order_rule), resampled_phases=np.asarray(exam.resampled_phases, np.int64),
     )
+
+
+@dataclass(frozen=True)
+class StagedExam:
+    """What the stage needs of an exam that a worker loaded and wrote to ``path``: the pixels stay on disk, so the
+    stage's own process holds no exam however many there are (a clinical-size exam is ~1 GiB)."""
+
+    path: Path
+    shape: tuple[int, ...]  # (phase, slice, row, column)
+    acquisition: dict
+    warnings: list[str]
+    instance_order_reversed: bool
+
+
+def _load_and_stage(args) -> tuple[str, StagedExam | None, str | None, list[SkippedSeries], int]:
+    """``load(task)`` on a worker, the exam written whole to ``staging/<pid>.npz`` (a retried task rewrites it)."""
+    load, task, staging = args
+    pid, exam, error, skipped, n_used = load(task)
+    if exam is None:
+        return pid, None, error, skipped, n_used
+    path = staging / f"{pid}.npz"
+    replace_atomically(path, lambda tmp: save_exam(exam, tmp))
+    return pid, StagedExam(path, exam.image.shape, exam.acquisition, exam.warnings, exam.instance_order_reversed), \
+        None, skipped, n_used
 
 
 def _load(args) -> tuple[str, LoadedExam | None, str | None, list[SkippedSeries], int]:
@@ -148,10 +175,13 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True,
             report.exclude(pid, reason)
 
     candidates = sorted(imaged - report.excluded)
-    loaded: dict[str, LoadedExam] = {}
-    tasks = [source.task(pid) for pid in candidates]
+    loaded: dict[str, StagedExam] = {}
+    staging = params.out_dir / STAGING_DIR  # exams wait here until the tables are validated
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    tasks = [(source.load, source.task(pid), staging) for pid in candidates]
     used: dict[str, int] = {}
-    for pid, exam, error, skipped, n_used in map_exams(source.load, tasks, params.workers, compute, "ingest",
+    for pid, exam, error, skipped, n_used in map_exams(_load_and_stage, tasks, params.workers, compute, "ingest",
                                                        progress):
         for series in skipped:
             report.note(pid, "series_skipped", f"{series.label} ({series.n_files} files): {series.reason}",
@@ -160,10 +190,10 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True,
             report.exclude(pid, error)
             continue
         if params.box_slice_order == "instance_number" and exam.instance_order_reversed:
-            manifests.boxes.loc[pid] = box_in_position_order(manifests.boxes.loc[pid], exam.image.shape[1])
+            manifests.boxes.loc[pid] = box_in_position_order(manifests.boxes.loc[pid], exam.shape[1])
             report.note(pid, "flagged", "InstanceNumber runs against the slice normal: box slices flipped "
                                         "(ingest.box_slice_order instance_number)")
-        problem = box_problem(manifests.boxes.loc[pid], exam.image.shape[1:])
+        problem = box_problem(manifests.boxes.loc[pid], exam.shape[1:])
         if problem is not None:
             report.exclude(pid, problem)
             continue
@@ -176,7 +206,7 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True,
     clinical["cohort"] = assign_cohorts(clinical, cohorts)
     boxes = manifests.boxes.loc[clinical.index].copy()
     for pid in clinical.index:
-        boxes.loc[pid, ["slices", "rows", "columns"]] = loaded[pid].image.shape[1:]
+        boxes.loc[pid, ["slices", "rows", "columns"]] = loaded[pid].shape[1:]
     acquisition = pd.DataFrame([{"patient_id": pid, **loaded[pid].acquisition} for pid in clinical.index])
 
     institutions = sorted({*cohorts.internal.institutions, *[i for v in cohorts.external.values() for i in v]})
@@ -194,7 +224,8 @@ def ingest(params: IngestParams, cohorts: CohortsParams, progress: bool = True,
 
     keep = [pid for pid in clinical.index if pid not in report.excluded]
     for pid in keep:
-        save_exam(loaded[pid], exams_dir / f"{pid}.npz")
+        os.replace(loaded[pid].path, exams_dir / f"{pid}.npz")
+    shutil.rmtree(staging)  # with the exams of excluded patients
     report.ingested = set(keep)
     report.series_used = sum(used[pid] for pid in keep)
     boxed = clinical.loc[keep].join(boxes.loc[keep])
