@@ -3,15 +3,17 @@
 De-identification happens here: a :class:`FileHeader` holds technical values
 only (UIDs, geometry, timing, acquisition protocol).  Names, birth dates, MRNs
 and accession numbers are never copied out of the pydicom dataset, so nothing
-after :func:`discover` can leak them.
+after :func:`discover` can leak them. (:func:`discover_in_memory` also returns the whole datasets, for the
+served model to decode one exam's pixels from; they go no further.)
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,8 @@ from tqdm import tqdm
 
 from her2pcr.dicom.multiframe import frame_headers, is_multiframe
 
-__all__ = ["Discovery", "FileHeader", "FileProblem", "discover", "header_from_dataset", "headers_from_dataset",
-           "tm_seconds"]
+__all__ = ["Discovery", "FileHeader", "FileProblem", "discover", "discover_in_memory", "header_from_dataset",
+           "headers_from_dataset", "tm_seconds"]
 
 _PIXEL_DATA = Tag(0x7FE0, 0x0010)
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -105,6 +107,7 @@ class Discovery:
 
     files_by_patient: dict[str, list[FileHeader]] = field(default_factory=dict)
     problems: list[FileProblem] = field(default_factory=list)
+    datasets: dict[Path, Dataset] = field(default_factory=dict)  # files read from memory: their whole datasets
 
 
 def tm_seconds(value: Any) -> float | None:
@@ -260,18 +263,23 @@ def _iter_files(root: Path) -> Iterator[Path]:
                 yield Path(folder) / name
 
 
-def _read(path: Path) -> Dataset:
-    """Read a header; pixel data is deferred, so only its offset and length are read.
+def _read(path: Path, data: bytes | None = None) -> Dataset:
+    """Read a file's header, or the whole of ``data`` (the file's bytes, held in memory).
 
+    From a path, pixel data is deferred, so only its offset and length are read.
     Without the 'DICM' preamble a second, forced read accepts only datasets that
     look like images, because a forced read "succeeds" on almost any bytes.
     """
+    def source():
+        return path if data is None else io.BytesIO(data)
+
+    defer = _DEFER_BYTES if data is None else None
     try:
-        return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        return pydicom.dcmread(source(), defer_size=defer)
     except InvalidDicomError:
         pass
     try:
-        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+        ds = pydicom.dcmread(source(), defer_size=defer, force=True)
     except Exception as exc:  # noqa: BLE001 - any parse failure means "not DICOM" here
         raise InvalidDicomError("not a DICOM file") from exc
     if "SOPClassUID" not in ds or _PIXEL_DATA not in ds:
@@ -279,7 +287,7 @@ def _read(path: Path) -> Dataset:
     return ds
 
 
-def _pixel_problem(path: Path, ds: Dataset) -> str | None:
+def _pixel_problem(ds: Dataset, size: int) -> str | None:
     """Why the pixel data cannot be whole, or None.
 
     pydicom silently returns a short Pixel Data value from a truncated file,
@@ -297,17 +305,20 @@ def _pixel_problem(path: Path, ds: Dataset) -> str | None:
         return "unreadable DICOM (truncated?): Rows, Columns or BitsAllocated missing"
     rows, cols, bits = dims
     expected = (rows * cols * samples * frames * bits + 7) // 8
-    size = path.stat().st_size
     if length < expected or offset + length > size:
         have = max(0, min(length, size - offset))
         return f"unreadable DICOM (truncated?): pixel data holds {have} of {expected} bytes"
     return None
 
 
-def _inspect(path: Path, patient_tag: str) -> tuple[str, list[FileHeader]] | FileProblem | None:
-    """One file as (patient id, its headers), a problem, or None for a file to skip silently (DICOMDIR)."""
+def _inspect(path: Path, patient_tag: str, data: bytes | None = None,
+             datasets: dict[Path, Dataset] | None = None) -> tuple[str, list[FileHeader]] | FileProblem | None:
+    """One file as (patient id, its headers), a problem, or None for a file to skip silently (DICOMDIR).
+
+    ``data``: the file's bytes, read from memory instead of ``path``; the image's dataset then goes into ``datasets``.
+    """
     try:
-        ds = _read(path)
+        ds = _read(path, data)
     except InvalidDicomError:
         return FileProblem(path, None, "not a DICOM file")
     except Exception as exc:  # noqa: BLE001 - a broken file is a reported problem, never a crash
@@ -319,7 +330,7 @@ def _inspect(path: Path, patient_tag: str) -> tuple[str, list[FileHeader]] | Fil
     if _PIXEL_DATA not in ds:
         return FileProblem(path, patient, f"no pixel data: not an image (SOP class {ds.get('SOPClassUID')})")
     try:
-        pixel_problem = _pixel_problem(path, ds)
+        pixel_problem = _pixel_problem(ds, path.stat().st_size if data is None else len(data))
     except Exception as exc:  # noqa: BLE001
         pixel_problem = f"unreadable DICOM (truncated?): {_short(exc)}"
     if pixel_problem:
@@ -327,9 +338,12 @@ def _inspect(path: Path, patient_tag: str) -> tuple[str, list[FileHeader]] | Fil
     if patient is None:
         return FileProblem(path, None, f"no {patient_tag} value in {path.name}")
     try:
-        return patient, headers_from_dataset(path, ds)
+        headers = headers_from_dataset(path, ds)
     except Exception as exc:  # noqa: BLE001 - malformed functional groups are this file's problem
         return FileProblem(path, patient, f"unreadable multi-frame functional groups: {_short(exc)}")
+    if datasets is not None:
+        datasets[path] = ds
+    return patient, headers
 
 
 def _short(exc: Exception) -> str:
@@ -347,10 +361,27 @@ def discover(root: Path, patient_tag: str = "ClinicalTrialSubjectID", progress: 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"DICOM root {root} is not a folder")
-    found = Discovery()
     paths = list(_iter_files(root))
-    for path in tqdm(paths, desc="discover", unit="file", disable=not progress):
-        result = _inspect(path, patient_tag)
+    return _grouped(_inspect(path, patient_tag) for path in tqdm(paths, desc="discover", unit="file",
+                                                                 disable=not progress))
+
+
+def discover_in_memory(files: Mapping[Path, bytes], patient_tag: str) -> Discovery:
+    """:func:`discover` over files held in memory (a served request's zip members), each named by its key.
+
+    Each image is read whole, once: its dataset is kept in ``Discovery.datasets`` for
+    :func:`~her2pcr.dicom.exam.load_exam` to decode. Those datasets hold every header value; they never leave
+    the caller.
+    """
+    datasets: dict[Path, Dataset] = {}
+    found = _grouped(_inspect(Path(path), patient_tag, data, datasets) for path, data in files.items())
+    found.datasets = datasets
+    return found
+
+
+def _grouped(results: Iterable[tuple[str, list[FileHeader]] | FileProblem | None]) -> Discovery:
+    found = Discovery()
+    for result in results:
         if isinstance(result, FileProblem):
             found.problems.append(result)
         elif result is not None:

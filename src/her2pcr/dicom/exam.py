@@ -11,14 +11,16 @@ to resample a phase whose grid differs from the pre-contrast one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
+from pydicom.uid import UID
 
 from her2pcr.dicom.discover import FileHeader
 from her2pcr.dicom.phases import ExamError, PhaseError, order_phases, slice_normal, slice_position
@@ -109,24 +111,26 @@ def same_grid(a: Grid, b: Grid) -> bool:
             and np.allclose(a.direction, b.direction, rtol=0, atol=_DIRECTION_ATOL))
 
 
-def _pixels(header: FileHeader, multiframe: dict[Path, np.ndarray]) -> np.ndarray:
+def _pixels(header: FileHeader, multiframe: dict[Path, np.ndarray], datasets: Mapping[Path, Dataset]) -> np.ndarray:
     """One slice's stored values; a multi-frame file is decoded once, its frames then taken from ``multiframe``."""
     # The transfer syntax is passed so files without a File Meta header decode too.
-    options = {"transfer_syntax_uid": header.transfer_syntax_uid} if header.transfer_syntax_uid else {}
+    options = {"transfer_syntax_uid": UID(header.transfer_syntax_uid)} if header.transfer_syntax_uid else {}
+    source = datasets.get(header.path, header.path)
     if header.frame is None:
-        return pixel_array(header.path, **options)
+        return pixel_array(source, **options)
     if header.path not in multiframe:
-        multiframe[header.path] = pixel_array(header.path, **options).reshape(-1, header.rows, header.columns)
+        multiframe[header.path] = pixel_array(source, **options).reshape(-1, header.rows, header.columns)
     return multiframe[header.path][header.frame]
 
 
-def _read_phase(files: list[FileHeader], index: int, multiframe: dict[Path, np.ndarray]) -> tuple[np.ndarray, bool]:
+def _read_phase(files: list[FileHeader], index: int, multiframe: dict[Path, np.ndarray],
+                datasets: Mapping[Path, Dataset]) -> tuple[np.ndarray, bool]:
     """Stack a phase's slices; return the array and whether rescaling made it float32."""
     rescale = any((h.rescale_slope not in (None, 1.0)) or (h.rescale_intercept not in (None, 0.0)) for h in files)
     slices = []
     for header in files:
         try:
-            pixels = _pixels(header, multiframe)
+            pixels = _pixels(header, multiframe, datasets)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is this exam's problem
             raise ExamError(f"cannot decode pixels of phase {index}: {type(exc).__name__}") from exc
         if pixels.shape != (header.rows, header.columns):
@@ -206,8 +210,11 @@ def _acquisition(phases: list[list[FileHeader]], times: list[float | None], warn
     }
 
 
-def load_exam(headers: list[FileHeader], patient_id: str) -> LoadedExam:
+def load_exam(headers: list[FileHeader], patient_id: str, datasets: Mapping[Path, Dataset] | None = None,
+              ) -> LoadedExam:
     """Order, read and co-grid one patient's phases.
+
+    ``datasets``: files already read whole (``discover(..., datasets=...)``), decoded from memory.
 
     A phase whose grid (size, spacing, origin, direction) differs from the
     pre-contrast one is resampled onto it and listed in ``resampled_phases``.
@@ -223,7 +230,7 @@ def load_exam(headers: list[FileHeader], patient_id: str) -> LoadedExam:
     resampled_phases: list[int] = []
     multiframe: dict[Path, np.ndarray] = {}  # an Enhanced MR file may hold every phase: decode it once
     for k, (files, grid) in enumerate(zip(order.phases, grids, strict=True)):
-        array, was_rescaled = _read_phase(files, k, multiframe)
+        array, was_rescaled = _read_phase(files, k, multiframe, datasets or {})
         rescaled |= was_rescaled
         if not same_grid(grid, reference):
             array = resample_to_grid(array, grid, reference)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from her2pcr.preprocess.settings import Box
-from her2pcr.serving.requests import Limits, RequestError, decode_base64, extract_zip, read_tensors
+from her2pcr.serving.requests import Limits, RequestError, decode_base64, read_tensors, read_zip
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +47,19 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chain,
+def exam_inputs(files: dict[Path, bytes], names: dict[Path, str], box: tuple[int, ...], chain,
                 model_inputs: list[str]) -> tuple[dict, list[str], dict]:
-    """The chain's inputs for the one exam whose files are in ``folder``, its loading warnings, and what an SR of
-    the answer refers to (the files behind ``model_inputs`` and the box)."""
+    """The chain's inputs for the one exam whose files are ``files`` (read from memory, each once), its loading
+    warnings, and what an SR of the answer refers to (the files behind ``model_inputs`` and the box)."""
     from her2pcr.config import SeriesRules
-    from her2pcr.dicom.discover import discover
+    from her2pcr.dicom.discover import discover_in_memory
     from her2pcr.dicom.exam import ExamError, load_exam
     from her2pcr.dicom.phases import order_phases
     from her2pcr.dicom.series import select_dce_series
     from her2pcr.preprocess.voi import CropToBox
     from her2pcr.serving.references import sr_references
 
-    found = discover(folder, patient_tag=STUDY_TAG)
+    found = discover_in_memory(files, patient_tag=STUDY_TAG)
     if found.problems:
         shown = "; ".join(f"zip member {names.get(Path(p.path), Path(p.path).name)!r}: {p.reason}"
                           for p in found.problems[:5])
@@ -73,7 +72,7 @@ def exam_inputs(folder: Path, names: dict[Path, str], box: tuple[int, ...], chai
     try:
         # the default rules of ingest.series: a whole study (localiser, T2, subtractions...) can be sent as it is
         selection = select_dce_series(headers, SeriesRules())
-        exam = load_exam(selection.headers, "request")
+        exam = load_exam(selection.headers, "request", found.datasets)
         # a box reaching past the volume is refused, as ingest quarantines it: clipping would answer another box
         CropToBox(clip=False).slices(exam.image.shape[1:], box)
         inputs = chain(exam.image, tuple(exam.spacing_mm), box)
@@ -164,10 +163,9 @@ class PcrModel(mlflow.pyfunc.PythonModel):
         if not all(float(v).is_integer() for v in box):
             raise RequestError(f"box values must be integers, got {dict(zip(BOX_FIELDS, box, strict=True))}")
         data = decode_base64(row[EXAM_FIELD], EXAM_FIELD, self.limits.max_payload_mb)
-        with tempfile.TemporaryDirectory(prefix="her2pcr-exam-") as tmp:
-            names = extract_zip(data, Path(tmp), self.limits)
-            inputs, warnings, references = exam_inputs(Path(tmp), names, tuple(int(v) for v in box),
-                                                       self.exam_chain, self.phases)
+        files, names = read_zip(data, self.limits)
+        inputs, warnings, references = exam_inputs(files, names, tuple(int(v) for v in box), self.exam_chain,
+                                                   self.phases)
         missing_phases = [p for p in self.phases if p not in inputs]
         if missing_phases:
             raise RequestError(f"exam has phases {list(inputs)}; the model needs {self.phases} "

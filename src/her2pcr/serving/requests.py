@@ -47,7 +47,7 @@ def decode_base64(text: object, field: str, max_mb: float) -> bytes:
 
 
 def _unsafe_name(name: str) -> str | None:
-    """Why a zip member name could escape the extraction folder, or None when it is safe."""
+    """Why a zip member name could escape a folder it were extracted to, or None when it is safe."""
     if "\x00" in name:
         return "contains a NUL character"
     posix = name.replace("\\", "/")
@@ -58,13 +58,12 @@ def _unsafe_name(name: str) -> str | None:
     return None
 
 
-def extract_zip(data: bytes, folder: Path, limits: Limits) -> dict[Path, str]:
-    """Write the members of an exam zip into ``folder``; returns written path -> member name.
+def read_zip(data: bytes, limits: Limits) -> tuple[dict[Path, bytes], dict[Path, str]]:
+    """The members of an exam zip, in memory under generated names, and generated name -> member name.
 
-    Refuses path-traversal names, links, more than ``max_files`` members, more than
-    ``max_uncompressed_mb`` in all and an overall ratio above ``max_compression_ratio``
-    (a zip bomb). Members are written under generated names, so no member name ever
-    reaches the file system; sizes are counted while reading, since headers can lie.
+    Nothing is written to disk (a request is read once, from memory). Refuses path-traversal names, links,
+    more than ``max_files`` members, more than ``max_uncompressed_mb`` in all and an overall ratio above
+    ``max_compression_ratio`` (a zip bomb); sizes are counted while reading, since headers can lie.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -91,21 +90,23 @@ def extract_zip(data: bytes, folder: Path, limits: Limits) -> dict[Path, str]:
         if declared / compressed > limits.max_compression_ratio:
             raise RequestError(f"dicom_zip expands {declared / compressed:.0f}-fold, over the limit of "
                                f"{limits.max_compression_ratio:g} (zip bomb?)")
-        written: dict[Path, str] = {}
+        files: dict[Path, bytes] = {}
+        names: dict[Path, str] = {}
         total = 0
         for index, member in enumerate(members):
-            path = folder / f"member{index:06d}"
+            path = Path(f"member{index:06d}")
+            chunks = []
             try:
-                with archive.open(member) as source, open(path, "wb") as target:
+                with archive.open(member) as source:
                     while chunk := source.read(MB):
                         total += len(chunk)
                         if total > budget:
                             raise RequestError(f"dicom_zip expands past the limit of {limits.max_uncompressed_mb:g} MB")
-                        target.write(chunk)
+                        chunks.append(chunk)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError) as error:
                 raise RequestError(f"zip member {member.filename!r} cannot be read: {error}") from None
-            written[path] = member.filename
-        return written
+            files[path], names[path] = b"".join(chunks), member.filename
+        return files, names
 
 
 def read_tensors(data: bytes, phases: Sequence[str], input_size: int, channels: int) -> dict[str, np.ndarray]:

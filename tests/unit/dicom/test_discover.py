@@ -9,7 +9,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from her2pcr.dicom.discover import FileHeader, discover, tm_seconds
+from her2pcr.dicom.discover import FileHeader, discover, discover_in_memory, tm_seconds
 
 IDENTIFYING = ("PatientName", "PatientBirthDate", "PatientID", "AccessionNumber")
 
@@ -120,3 +120,24 @@ def test_series_selection_values_are_read_multi_valued(tmp_path):
     assert header.scanning_sequence == "SE\\IR" and header.scan_options == "FS"
     empty = header_from_dataset(tmp_path / "y.dcm", pydicom.Dataset())
     assert empty.image_type is None and empty.scan_options is None
+
+
+def in_memory(root: Path) -> tuple[dict[Path, bytes], dict[Path, Path]]:
+    """Every file under ``root`` as bytes under a generated name (as the served model gets a zip), and the map back."""
+    paths = sorted(p for p in root.rglob("*") if p.is_file())
+    files = {Path(f"member{k:06d}"): p.read_bytes() for k, p in enumerate(paths)}
+    return files, dict(zip(files, paths, strict=True))
+
+
+def test_in_memory_discovery_reads_each_file_once_and_finds_what_the_walk_finds(fault_cohort):
+    on_disk = discover(fault_cohort / "dicom")
+    files, origin = in_memory(fault_cohort / "dicom")
+    found = discover_in_memory(files, patient_tag="ClinicalTrialSubjectID")
+    assert [(str(origin[p.path]), p.patient_id, p.reason) for p in found.problems] == \
+        [(str(p.path), p.patient_id, p.reason) for p in on_disk.problems]  # truncated and non-DICOM alike
+    assert {pid: [dataclasses.replace(h, path=origin[h.path]) for h in headers]
+            for pid, headers in found.files_by_patient.items()} == on_disk.files_by_patient
+    # every image's whole dataset is kept (its pixels included), and nothing else
+    images = {h.path for headers in found.files_by_patient.values() for h in headers}
+    assert set(found.datasets) == images and on_disk.datasets == {}
+    assert all(isinstance(ds.get_item(0x7FE00010).value, bytes) for ds in found.datasets.values())  # not deferred

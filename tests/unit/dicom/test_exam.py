@@ -11,10 +11,10 @@ import pandas as pd
 import pydicom
 import pytest
 
-from her2pcr.dicom.discover import FileHeader, discover
+from her2pcr.dicom.discover import FileHeader, discover, discover_in_memory
 from her2pcr.dicom.exam import ExamError, LoadedExam, load_exam, phase_grid
 from her2pcr.dicom.phases import PhaseError, order_phases
-from tests.unit.dicom.test_discover import identifying_values, leaked
+from tests.unit.dicom.test_discover import identifying_values, in_memory, leaked
 
 
 def floats(text: str) -> list[float]:
@@ -208,3 +208,22 @@ def test_missing_slices_make_irregular_spacing_an_error():
         phase_grid(headers)
     grid = phase_grid(headers[:3])
     assert grid.size == (3, 4, 4) and grid.spacing == (2.0, 1.0, 1.0) and grid.origin == (0.0, 0.0, 0.0)
+
+
+def test_exams_discovered_in_memory_load_as_from_their_files(fault_cohort, faults):
+    """The served model's path (zip members read once, pixels decoded from the kept datasets) loads every exam,
+    resampled and rescaled ones included, exactly as ingest does from the files, and fails the same ones."""
+    _, from_files = faults
+    files, _ = in_memory(fault_cohort / "dicom")
+    found = discover_in_memory(files, patient_tag="ClinicalTrialSubjectID")
+    for pid, headers in found.files_by_patient.items():
+        expected = from_files[pid]
+        try:
+            exam = load_exam(headers, pid, found.datasets)
+        except ExamError as error:
+            assert isinstance(expected, ExamError) and str(error) == str(expected), pid
+            continue
+        assert isinstance(expected, LoadedExam), (pid, exam)
+        assert exam.image.dtype == expected.image.dtype and np.array_equal(exam.image, expected.image), pid
+        assert (exam.spacing_mm, exam.warnings, exam.acquisition) == \
+            (expected.spacing_mm, expected.warnings, expected.acquisition), pid

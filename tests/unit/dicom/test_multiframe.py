@@ -7,11 +7,12 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from her2pcr.config import SeriesRules
-from her2pcr.dicom.discover import discover, headers_from_dataset
+from her2pcr.dicom.discover import discover, discover_in_memory, headers_from_dataset
 from her2pcr.dicom.exam import load_exam
 from her2pcr.dicom.series import select_dce_series
 from her2pcr.synth.dicom_writer import write_exam
 from her2pcr.synth.enhanced_mr import write_enhanced_exam
+from tests.unit.dicom.test_discover import in_memory
 from tests.unit.synth.test_dicom_writer import CASES, N_SLICES, SEED, make_exam
 
 RULES = SeriesRules(min_slices=N_SLICES)  # the writer tests' exams are thin
@@ -57,6 +58,11 @@ def test_an_enhanced_exam_loads_to_the_classic_exam(case, tmp_path):
     a = load_exam(select_dce_series(classic[pid], RULES).headers, pid)
     b = load_exam(select_dce_series(enhanced[pid], RULES).headers, pid)
     assert np.array_equal(a.image, b.image) and a.image.dtype == b.image.dtype
+    # the served model's path: the enhanced files read once, from memory
+    files, _ = in_memory(tmp_path / "enhanced")
+    found = discover_in_memory(files, patient_tag="ClinicalTrialSubjectID")
+    served = load_exam(select_dce_series(found.files_by_patient[pid], RULES).headers, pid, found.datasets)
+    assert np.array_equal(served.image, b.image) and served.image.dtype == b.image.dtype
     assert (a.spacing_mm, a.origin_mm, a.direction) == (b.spacing_mm, b.origin_mm, b.direction)
     assert a.phase_times_s == b.phase_times_s and a.acquisition == b.acquisition
     assert a.resampled_phases == b.resampled_phases == []

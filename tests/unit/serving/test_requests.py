@@ -11,8 +11,8 @@ from her2pcr.serving.requests import (
     RequestError,
     decode_base64,
     encode_tensors,
-    extract_zip,
     read_tensors,
+    read_zip,
 )
 
 LIMITS = Limits(max_payload_mb=1, max_uncompressed_mb=1, max_compression_ratio=20, max_files=3)
@@ -44,11 +44,11 @@ def test_base64_checks_size_before_decoding_and_rejects_bad_text():
         decode_base64(5, "f", 1)
 
 
-def test_zip_members_are_written_under_generated_names(tmp_path):
-    written = extract_zip(zipped({"a/b.dcm": noise(100), "c.dcm": noise(50)}), tmp_path, LIMITS)
-    assert sorted(written.values()) == ["a/b.dcm", "c.dcm"]
-    assert {p.parent for p in written} == {tmp_path} and all(p.name.startswith("member") for p in written)
-    assert sorted(p.read_bytes() for p in written) == sorted([noise(100), noise(50)])
+def test_zip_members_are_read_into_memory_under_generated_names():
+    files, names = read_zip(zipped({"a/b.dcm": noise(100), "c.dcm": noise(50)}), LIMITS)
+    assert sorted(names.values()) == ["a/b.dcm", "c.dcm"] and names.keys() == files.keys()
+    assert all(str(p).startswith("member") and len(p.parts) == 1 for p in files)
+    assert {names[p]: data for p, data in files.items()} == {"a/b.dcm": noise(100), "c.dcm": noise(50)}
 
 
 @pytest.mark.parametrize(("members", "message"), [
@@ -61,26 +61,25 @@ def test_zip_members_are_written_under_generated_names(tmp_path):
     ({"zeros.dcm": bytes(500_000)}, "zip bomb"),
     ({}, "holds no files"),
 ])
-def test_unsafe_or_oversized_zips_are_refused(tmp_path, members, message):
+def test_unsafe_or_oversized_zips_are_refused(members, message):
     with pytest.raises(RequestError, match=message.replace("(", r"\(")):
-        extract_zip(zipped(members), tmp_path, LIMITS)
-    assert not list(tmp_path.iterdir())
+        read_zip(zipped(members), LIMITS)
 
 
-def test_symbolic_links_and_non_zips_are_refused(tmp_path):
+def test_symbolic_links_and_non_zips_are_refused():
     with pytest.raises(RequestError, match="symbolic link"):
-        extract_zip(zipped({"a.dcm": b"1"}, symlink="link.dcm"), tmp_path, LIMITS)
+        read_zip(zipped({"a.dcm": b"1"}, symlink="link.dcm"), LIMITS)
     with pytest.raises(RequestError, match="not a zip archive"):
-        extract_zip(b"plain text", tmp_path, LIMITS)
+        read_zip(b"plain text", LIMITS)
 
 
-def test_a_header_that_understates_the_size_is_caught_while_reading(tmp_path):
+def test_a_header_that_understates_the_size_is_caught_while_reading():
     data = bytearray(zipped({"a.dcm": bytes(200_000) + noise(200_000)}))
     # Forge the declared uncompressed size (central directory) down to 1000 bytes.
     central = data.rfind(b"PK\x01\x02")
     data[central + 24:central + 28] = (1000).to_bytes(4, "little")
     with pytest.raises(RequestError, match="cannot be read"):
-        extract_zip(bytes(data), tmp_path, LIMITS)
+        read_zip(bytes(data), LIMITS)
 
 
 def stacks(n=2, dtype=np.float32):
