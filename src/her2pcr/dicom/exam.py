@@ -111,11 +111,15 @@ def same_grid(a: Grid, b: Grid) -> bool:
             and np.allclose(a.direction, b.direction, rtol=0, atol=_DIRECTION_ATOL))
 
 
-def _pixels(header: FileHeader, multiframe: dict[Path, np.ndarray], datasets: Mapping[Path, Dataset]) -> np.ndarray:
-    """One slice's stored values; a multi-frame file is decoded once, its frames then taken from ``multiframe``."""
+def _pixels(header: FileHeader, multiframe: dict[Path, np.ndarray],
+            decoded: Mapping[Path, np.ndarray | Dataset]) -> np.ndarray:
+    """One slice's stored values, already decoded (``decoded``, from discover_in_memory) or read from its file; a
+    multi-frame file is decoded once, its frames then taken from ``multiframe``."""
+    source = decoded.get(header.path, header.path)
+    if isinstance(source, np.ndarray):
+        return source if header.frame is None else source.reshape(-1, header.rows, header.columns)[header.frame]
     # The transfer syntax is passed so files without a File Meta header decode too.
     options = {"transfer_syntax_uid": UID(header.transfer_syntax_uid)} if header.transfer_syntax_uid else {}
-    source = datasets.get(header.path, header.path)
     if header.frame is None:
         return pixel_array(source, **options)
     if header.path not in multiframe:
@@ -124,13 +128,13 @@ def _pixels(header: FileHeader, multiframe: dict[Path, np.ndarray], datasets: Ma
 
 
 def _read_phase(files: list[FileHeader], index: int, multiframe: dict[Path, np.ndarray],
-                datasets: Mapping[Path, Dataset]) -> tuple[np.ndarray, bool]:
+                decoded: Mapping[Path, np.ndarray | Dataset]) -> tuple[np.ndarray, bool]:
     """Stack a phase's slices; return the array and whether rescaling made it float32."""
     rescale = any((h.rescale_slope not in (None, 1.0)) or (h.rescale_intercept not in (None, 0.0)) for h in files)
     slices = []
     for header in files:
         try:
-            pixels = _pixels(header, multiframe, datasets)
+            pixels = _pixels(header, multiframe, decoded)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is this exam's problem
             raise ExamError(f"cannot decode pixels of phase {index}: {type(exc).__name__}") from exc
         if pixels.shape != (header.rows, header.columns):
@@ -210,11 +214,11 @@ def _acquisition(phases: list[list[FileHeader]], times: list[float | None], warn
     }
 
 
-def load_exam(headers: list[FileHeader], patient_id: str, datasets: Mapping[Path, Dataset] | None = None,
-              ) -> LoadedExam:
+def load_exam(headers: list[FileHeader], patient_id: str,
+              decoded: Mapping[Path, np.ndarray | Dataset] | None = None) -> LoadedExam:
     """Order, read and co-grid one patient's phases.
 
-    ``datasets``: files already read whole (``discover(..., datasets=...)``), decoded from memory.
+    ``decoded``: pixels already decoded by :func:`~her2pcr.dicom.discover.discover_in_memory` (its ``pixels``).
 
     A phase whose grid (size, spacing, origin, direction) differs from the
     pre-contrast one is resampled onto it and listed in ``resampled_phases``.
@@ -230,7 +234,7 @@ def load_exam(headers: list[FileHeader], patient_id: str, datasets: Mapping[Path
     resampled_phases: list[int] = []
     multiframe: dict[Path, np.ndarray] = {}  # an Enhanced MR file may hold every phase: decode it once
     for k, (files, grid) in enumerate(zip(order.phases, grids, strict=True)):
-        array, was_rescaled = _read_phase(files, k, multiframe, datasets or {})
+        array, was_rescaled = _read_phase(files, k, multiframe, decoded or {})
         rescaled |= was_rescaled
         if not same_grid(grid, reference):
             array = resample_to_grid(array, grid, reference)

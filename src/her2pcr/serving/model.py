@@ -72,7 +72,7 @@ def exam_inputs(files: dict[Path, bytes], names: dict[Path, str], box: tuple[int
     try:
         # the default rules of ingest.series: a whole study (localiser, T2, subtractions...) can be sent as it is
         selection = select_dce_series(headers, SeriesRules())
-        exam = load_exam(selection.headers, "request", found.datasets)
+        exam = load_exam(selection.headers, "request", found.pixels)
         # a box reaching past the volume is refused, as ingest quarantines it: clipping would answer another box
         CropToBox(clip=False).slices(exam.image.shape[1:], box)
         inputs = chain(exam.image, tuple(exam.spacing_mm), box)

@@ -5,6 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
@@ -137,7 +138,8 @@ def test_in_memory_discovery_reads_each_file_once_and_finds_what_the_walk_finds(
         [(str(p.path), p.patient_id, p.reason) for p in on_disk.problems]  # truncated and non-DICOM alike
     assert {pid: [dataclasses.replace(h, path=origin[h.path]) for h in headers]
             for pid, headers in found.files_by_patient.items()} == on_disk.files_by_patient
-    # every image's whole dataset is kept (its pixels included), and nothing else
+    # every image's pixels are decoded while it is read, and only those
     images = {h.path for headers in found.files_by_patient.values() for h in headers}
-    assert set(found.datasets) == images and on_disk.datasets == {}
-    assert all(isinstance(ds.get_item(0x7FE00010).value, bytes) for ds in found.datasets.values())  # not deferred
+    assert set(found.pixels) == images and on_disk.pixels == {}
+    some = next(h for headers in found.files_by_patient.values() for h in headers)
+    assert np.array_equal(found.pixels[some.path], pydicom.dcmread(origin[some.path]).pixel_array)

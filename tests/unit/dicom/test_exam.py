@@ -211,7 +211,7 @@ def test_missing_slices_make_irregular_spacing_an_error():
 
 
 def test_exams_discovered_in_memory_load_as_from_their_files(fault_cohort, faults):
-    """The served model's path (zip members read once, pixels decoded from the kept datasets) loads every exam,
+    """The served model's path (zip members read once, pixels decoded while reading) loads every exam,
     resampled and rescaled ones included, exactly as ingest does from the files, and fails the same ones."""
     _, from_files = faults
     files, _ = in_memory(fault_cohort / "dicom")
@@ -219,7 +219,7 @@ def test_exams_discovered_in_memory_load_as_from_their_files(fault_cohort, fault
     for pid, headers in found.files_by_patient.items():
         expected = from_files[pid]
         try:
-            exam = load_exam(headers, pid, found.datasets)
+            exam = load_exam(headers, pid, found.pixels)
         except ExamError as error:
             assert isinstance(expected, ExamError) and str(error) == str(expected), pid
             continue

@@ -61,7 +61,7 @@ def test_an_enhanced_exam_loads_to_the_classic_exam(case, tmp_path):
     # the served model's path: the enhanced files read once, from memory
     files, _ = in_memory(tmp_path / "enhanced")
     found = discover_in_memory(files, patient_tag="ClinicalTrialSubjectID")
-    served = load_exam(select_dce_series(found.files_by_patient[pid], RULES).headers, pid, found.datasets)
+    served = load_exam(select_dce_series(found.files_by_patient[pid], RULES).headers, pid, found.pixels)
     assert np.array_equal(served.image, b.image) and served.image.dtype == b.image.dtype
     assert (a.spacing_mm, a.origin_mm, a.direction) == (b.spacing_mm, b.origin_mm, b.direction)
     assert a.phase_times_s == b.phase_times_s and a.acquisition == b.acquisition
