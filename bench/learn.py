@@ -18,6 +18,10 @@ pooled external set with DeLong 95 % CIs:
 - paired DeLong of the CNN against each, CNN / image ceiling and CNN + clinical / oracle, the CNN's training
   AUC (in-sample and out-of-fold), seconds per epoch, and the CNN's and the ceiling's AUC site by site.
 
+``--input-shift`` prints, without labels or training, how far the chain's inputs move between site protocols: per
+site, the median over its exams of each input's 95th percentile (the tumour's enhancement), and the largest
+over the smallest site median (1 = no shift); the full mode prints it too.
+
 ``--in-site`` is the evidence to choose a training recipe on, and never looks at the external set: for each
 draw, one model (no fold ensemble) is trained on the draw and scored after every epoch on 150 other
 institution-1 patients of the pool, beside the image ceiling, the image-feature reference (fitted on the draw)
@@ -207,6 +211,8 @@ def main() -> None:
                         help="training sets per size: draw 0 in full, then the CNN's spread over other draws")
     parser.add_argument("--in-site", action="store_true",
                         help="per-epoch AUC on held-out institution-1 patients (recipe selection); no external set")
+    parser.add_argument("--input-shift", action="store_true",
+                        help="per-site scale of the chain's inputs (label-free); no training")
     parser.add_argument("--train", type=json.loads, default={}, help="train-section overrides, as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -217,6 +223,9 @@ def main() -> None:
     params = params.model_copy(update={"train": params.train.model_copy(update=args.train)})
     table, folder = build_cache(args, params)
     train_pool = table[table.set == "train"]
+    input_shift(table, folder, params.train.phases)
+    if args.input_shift:
+        return
     if args.in_site:
         for n in args.sizes:
             in_site(args.draws, n, train_pool, params, folder)
@@ -274,6 +283,18 @@ def main() -> None:
               f"CNN + clinical / oracle {r_comb / delong(y, oracle).auc:.3f}", flush=True)
         if args.draws > 1:
             spread(args.draws, n, train_pool, test, tp, folder, r_cnn, others["image features"])
+
+
+def input_shift(table: pd.DataFrame, folder: Path, phases: list[str]) -> None:
+    """Per site, the median over its exams of each input's 95th percentile, and the max / min ratio of the sites."""
+    rows = []
+    for pid, site in table.institution.items():
+        with np.load(folder / f"{pid}.npz") as inputs:
+            rows.append({"site": site, **{p: float(np.percentile(inputs[p], 95)) for p in phases}})
+    medians = pd.DataFrame(rows).groupby("site").median()
+    print("input shift (median of each exam's 95th percentile): " + "; ".join(
+        f"{p}: " + ", ".join(f"{site} {v:.3f}" for site, v in medians[p].items())
+        + f" (max / min {medians[p].max() / medians[p].min():.2f})" for p in phases), flush=True)
 
 
 IN_SITE_PATIENTS = 150  # held-out institution-1 patients per draw

@@ -50,7 +50,8 @@ class PreprocessChain:
         self.pad = PadOrCropInPlane(size=cfg.input_size)
         self.stacks = SliceStacks(channels=cfg.channels)
         self.normalise = NormaliseMax(input_ndim=3) if cfg.intensity == "max_per_input" \
-            else ExamReferenceScale(intensity_range=cfg.intensity_range)
+            else ExamReferenceScale(intensity_range=cfg.intensity_range,
+                                    basis="enhancement" if cfg.intensity == "exam_enhancement" else "pre")
 
     def __repr__(self) -> str:
         return f"PreprocessChain({self.config!r})"

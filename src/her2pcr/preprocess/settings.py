@@ -59,8 +59,8 @@ class PreprocessConfig(BaseModel):
     margin_mm: float = Field(default=0.0, ge=0, description="in-plane margin added to the box on every side")
     spacing_mm: float | None = Field(default=None, gt=0, description="in-plane resampling; None = native grid")
     fit_voi: bool = Field(default=False, description="resample a VOI wider than the input coarser, never crop it")
-    intensity: Literal["exam_reference", "max_per_input"] = "max_per_input"
-    intensity_range: float = Field(default=4.0, gt=0, description="exam_reference: value / reference mapped to 1")
+    intensity: Literal["exam_enhancement", "exam_reference", "max_per_input"] = "max_per_input"
+    intensity_range: float = Field(default=4.0, gt=0, description="exam_*: value / reference mapped to 1")
     subtractions: bool = Field(default=False, description="derived inputs subK = postK - pre")
     input_size: int = Field(default=156, ge=1)
     channels: int = Field(default=3, ge=1)

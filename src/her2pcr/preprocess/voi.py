@@ -7,6 +7,7 @@ them into (phase, stack, row, column, channel) CNN inputs (paper section 4.2).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -229,36 +230,47 @@ class ResampleInPlane:
 
 
 class ExamReferenceScale:
-    """Divide every phase of one exam by one reference: the pre-contrast signal of its enhancing tissue.
+    """Divide every phase of one exam by one reference taken from its enhancing tissue.
 
-    The reference is the median pre-contrast intensity of the voxels inside the tumour box whose early
-    enhancement (first post-contrast minus pre-contrast) is in the top ``top_fraction``: tumour tissue, whose
-    native signal does not depend on fat suppression, and whose scale follows the scanner gain and the local
-    receive bias. All phases share the one factor, so enhancement ratios survive (per-input maxima scramble
-    them, and a fat-dominated maximum differs with and without fat suppression). ``__call__`` returns
+    The enhancing tissue is the voxels inside the tumour box whose early enhancement (first post-contrast minus
+    pre-contrast) is in the top ``top_fraction``: tumour, whatever the fat suppression. The reference is the
+    median of those voxels'
+
+    - ``basis="pre"``: pre-contrast signal, which follows the scanner gain and the local receive bias; the
+      inputs keep each exam's enhancement ratio (post / pre);
+    - ``basis="enhancement"``: early enhancement (post1 - pre), which also absorbs what sets the size of the
+      enhancement itself, the contrast agent's relaxivity, dose, field strength, flip angle and fat
+      suppression: on the default cohorts the tumour's enhancement ratio differs 2-fold between sites
+      (``bench/learn.py --input-shift``) while what predicts response is its pattern, not its scale.
+
+    All phases share the one factor, so the kinetics' shape survives (per-input maxima scramble it, and a
+    fat-dominated maximum differs with and without fat suppression). ``__call__`` returns
     ``value / (reference * intensity_range)``, unclipped: the chain derives subtractions first, then clips
     every input to [0, 1].
     """
 
-    def __init__(self, intensity_range: float = 4.0, top_fraction: float = 0.25) -> None:
+    def __init__(self, intensity_range: float = 4.0, top_fraction: float = 0.25,
+                 basis: Literal["pre", "enhancement"] = "pre") -> None:
         if intensity_range <= 0 or not 0 < top_fraction <= 1:
             raise ValueError("intensity_range must be > 0 and top_fraction in (0, 1]")
         self.intensity_range = float(intensity_range)
         self.top_fraction = float(top_fraction)
+        self.basis = basis
 
     def __repr__(self) -> str:
-        return f"ExamReferenceScale(intensity_range={self.intensity_range}, top_fraction={self.top_fraction})"
+        return (f"ExamReferenceScale(intensity_range={self.intensity_range}, top_fraction={self.top_fraction}, "
+                f"basis={self.basis!r})")
 
     def reference(self, box_region: np.ndarray) -> float:
         """Reference intensity of a (phase, slice, row, column) box region (phase 0 = pre-contrast)."""
         pre = box_region[0].astype(np.float64).ravel()
         if box_region.shape[0] > 1:
             enhancement = box_region[1].astype(np.float64).ravel() - pre
-            cut = np.quantile(enhancement, 1 - self.top_fraction)
-            chosen = pre[enhancement >= cut]
-        else:
-            chosen = pre
-        positive = chosen[chosen > 0]
+            chosen = enhancement >= np.quantile(enhancement, 1 - self.top_fraction)
+            values = enhancement[chosen] if self.basis == "enhancement" else pre[chosen]
+        else:  # a single phase has no enhancement: its pre-contrast signal is the only reference
+            values = pre
+        positive = values[values > 0]
         if positive.size == 0:
             positive = pre[pre > 0]
         return float(np.median(positive)) if positive.size else 1.0

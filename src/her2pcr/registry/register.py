@@ -88,9 +88,10 @@ def chain_text(preprocess: dict) -> str:
              f"resampled in-plane to {spacing:g} mm" if spacing else "native grid",
              f"{'fitted' if preprocess.get('fit_voi') else 'padded'} to {size} x {size}",
              f"{channels}-slice stacks"]
-    if preprocess.get("intensity") == "exam_reference":
-        parts.append(f"every phase over one per-exam reference (the pre-contrast signal of the enhancing tissue), "
-                     f"{preprocess.get('intensity_range', 4.0):g} x reference mapped to 1")
+    basis = {"exam_reference": "the pre-contrast signal", "exam_enhancement": "the early enhancement"}
+    if preprocess.get("intensity") in basis:
+        parts.append(f"every phase over one per-exam reference ({basis[preprocess['intensity']]} of the enhancing "
+                     f"tissue), {preprocess.get('intensity_range', 4.0):g} x reference mapped to 1")
     else:
         parts.append("each input divided by its maximum")
     if preprocess.get("subtractions"):

@@ -72,12 +72,13 @@ def test_fitted_chain_keeps_the_whole_margin_of_a_large_tumour():
     assert (sub1[5:35, 5:35] > 0.4).all() and (sub1[:4] == 0).all() and (sub1[:, -4:] == 0).all()
 
 
-def exam_with(fat_pre: float, gain: float) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Pre / post1 / post2 of a 40 x 40 slab: fat (non-enhancing) around an enhancing disc of tumour."""
+def exam_with(fat_pre: float, gain: float, uptake: float = 1.0) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Pre / post1 / post2 of a 40 x 40 slab: fat (non-enhancing) around an enhancing disc of tumour whose
+    enhancement (150 at post1, 100 at post2) is scaled by ``uptake`` (the agent's relaxivity, dose...)."""
     y, x = np.mgrid[:40, :40] - 19.5
     tumour = np.hypot(y, x) <= 6
     pre = np.where(tumour, 100.0, fat_pre)
-    phases = [pre, np.where(tumour, 250.0, fat_pre), np.where(tumour, 200.0, fat_pre)]
+    phases = [pre, np.where(tumour, 100.0 + 150.0 * uptake, fat_pre), np.where(tumour, 100.0 + 100.0 * uptake, fat_pre)]
     image = gain * np.stack([np.repeat(p[None], 3, axis=0) for p in phases]).astype(np.float32)
     return image, (12, 27, 12, 27, 0, 2)  # the box around the disc
 
@@ -103,6 +104,27 @@ def test_one_reference_per_exam_survives_fat_suppression_and_gain():
     fat_sat, fat_bright = outputs[1]["pre"][1, 24, 14, 1], outputs[0]["pre"][1, 24, 14, 1]
     # only the fat differs (values are rounded to float16, resolution ~5e-4 near 0.1)
     assert fat_bright == pytest.approx(1.0) and fat_sat == pytest.approx(0.1, abs=1e-3)
+
+
+def test_enhancement_reference_removes_the_protocols_enhancement_scale_and_keeps_the_kinetics_shape():
+    config = DEFAULT.model_copy(update={"spacing_mm": None, "intensity": "exam_enhancement"})
+    outputs = []
+    for fat_pre, gain, uptake in ((400.0, 1.0, 1.0), (40.0, 3.7, 2.0), (400.0, 0.6, 0.5)):
+        image, box = exam_with(fat_pre, gain, uptake)
+        region = image[:, 0:3, 12:28, 12:28]
+        assert ExamReferenceScale(basis="enhancement").reference(region) == pytest.approx(150.0 * gain * uptake)
+        outputs.append(PreprocessChain(config)(image, (2, 1, 1), box))
+    for other in outputs[1:]:
+        for name in ("sub1", "sub2"):
+            np.testing.assert_array_equal(outputs[0][name], other[name])
+    # the tumour's early enhancement is 1 x reference, its late one 2/3 x: / intensity_range 4
+    assert outputs[0]["sub1"][1, 32, 32, 1] == pytest.approx(0.25, abs=1e-3)
+    assert outputs[0]["sub2"][1, 32, 32, 1] == pytest.approx(1 / 6, abs=1e-3)
+    # the pre-contrast reference leaves the uptake's scale in the inputs
+    pre_based = PreprocessChain(DEFAULT.model_copy(update={"spacing_mm": None}))
+    sub1 = [pre_based(image, (2, 1, 1), box)["sub1"][1, 32, 32, 1]
+            for image, box in (exam_with(400.0, 1.0, 1.0), exam_with(400.0, 1.0, 2.0))]
+    assert sub1[1] == pytest.approx(2 * sub1[0], rel=1e-2)
 
 
 def test_default_chain_output_contract():
