@@ -240,9 +240,8 @@ class ExamReferenceScale:
       inputs keep each exam's enhancement ratio (post / pre);
     - ``basis="enhancement"``: early enhancement (post1 - pre), which also absorbs what sets the size of the
       enhancement itself, the contrast agent's relaxivity, dose, field strength, flip angle and fat
-      suppression: the sites' median input scale differs up to 1.46-fold with ``"pre"`` and 1.08-fold with
-      ``"enhancement"`` (``bench/learn.py --input-shift``), while what predicts response is the enhancement's
-      pattern, not its scale.
+      suppression: on the default cohorts the tumour's enhancement ratio differs 2-fold between sites
+      (``bench/learn.py --input-shift``) while what predicts response is its pattern, not its scale.
 
     All phases share the one factor, so the kinetics' shape survives (per-input maxima scramble it, and a
     fat-dominated maximum differs with and without fat suppression). ``__call__`` returns
