@@ -16,7 +16,8 @@ pooled external set with DeLong 95 % CIs:
 - image-feature reference (``synth.image_features`` + logistic), clinical (receptor status) and PK
   (the 48 PK features, L2 logistic) models, all fitted on the same training set;
 - paired DeLong of the CNN against each, CNN / image ceiling and CNN + clinical / oracle, the CNN's training
-  AUC (in-sample and out-of-fold), seconds per epoch, and the CNN's and the ceiling's AUC site by site.
+  AUC (in-sample and out-of-fold), seconds per epoch, the CNN's and the ceiling's AUC site by site, and their
+  Spearman correlation with the tumour's diameter, which pCR's true probability does not use (a size cue).
 
 ``--input-shift`` prints, without labels or training, how far the chain's inputs move between site protocols: per
 site, the median over its exams of each input's 95th percentile (the tumour's enhancement), and the largest
@@ -51,6 +52,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -278,6 +280,9 @@ def main() -> None:
         print("  per site, CNN / image ceiling: " + ", ".join(
             f"{site} (n {int((sites == site).sum())}) {roc_auc_score(y[sites == site], cnn[sites == site]):.3f} / "
             f"{roc_auc_score(y[sites == site], ceiling[sites == site]):.3f}" for site in sorted(set(sites))))
+        size_rho = spearmanr(cnn, test.tumour_diameter_drawn_mm).statistic
+        print(f"  CNN vs tumour diameter: Spearman {size_rho:+.2f} (image ceiling "
+              f"{spearmanr(ceiling, test.tumour_diameter_drawn_mm).statistic:+.2f})")
         r_cnn, r_comb = delong(y, cnn).auc, delong(y, combined).auc
         print(f"  CNN / image ceiling {r_cnn / delong(y, ceiling).auc:.3f}   "
               f"CNN + clinical / oracle {r_comb / delong(y, oracle).auc:.3f}", flush=True)
