@@ -254,10 +254,11 @@ def main() -> None:
         result = fit_cv_ensemble(tp, stacks)
         seconds = time.perf_counter() - start
         per_epoch = float(np.mean([h["seconds"].mean() for h in result.fold_histories]))
-        external = load_stacks(folder, list(test.index), tp.phases, test.pcr)
+        external = load_stacks(folder, list(test.index), tp.phases, test.pcr).central(tp.central_stack_fraction)
         cnn, train_z, test_z = fold_standardised_logits(result, external, test.index)
-        in_sample = patient_probabilities(predict_probability(result.model, stacks.inputs),
-                                          stacks.patient_ids).loc[ids].to_numpy()
+        scored = stacks.central(tp.central_stack_fraction)
+        in_sample = patient_probabilities(predict_probability(result.model, scored.inputs),
+                                          scored.patient_ids).loc[ids].to_numpy()
         combined = fitted_scores(train.assign(cnn_z=train_z.loc[ids]), test.assign(cnn_z=test_z),
                                  ["cnn_z", *CLINICAL])
         others = {
@@ -345,7 +346,7 @@ def spread(draws: int, n: int, train_pool: pd.DataFrame, test: pd.DataFrame, tp,
 
     y = test.pcr.to_numpy()
     img_cols = [c for c in train_pool.columns if c.startswith("img_")]
-    external = load_stacks(folder, list(test.index), tp.phases, test.pcr)
+    external = load_stacks(folder, list(test.index), tp.phases, test.pcr).central(tp.central_stack_fraction)
     cnn_aucs, feature_aucs = [first], [roc_auc_score(y, first_features)]
     for draw in range(1, draws):
         ids = stratified_subset(train_pool, n, draw)

@@ -246,6 +246,8 @@ class TrainParams(Strict):
     min_epoch: int = Field(ge=0)  # epochs before this one are never selected (a lucky epoch 0 is noise)
     augmentation_strength: float = Field(ge=0)
     max_stacks_per_patient: int | None = Field(default=None, ge=1)  # spread over the VOI; None = all
+    # a patient's probability: the mean over the middle fraction of its stacks (1 = every stack, the study's)
+    central_stack_fraction: float = Field(default=1.0, gt=0, le=1)
     seed: int
     deterministic: bool
     mixed_precision: bool

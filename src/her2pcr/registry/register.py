@@ -61,7 +61,7 @@ care of a patient.
   and {serve.max_compression_ratio:g}-fold, {serve.max_files} files.
 
 ## Output
-`probability` = P(pCR), the mean over the box's slice stacks (and the ensemble's member models), in [0, 1];
+`probability` = P(pCR), the mean over {_stacks_text(training)} (and the ensemble's member models), in [0, 1];
 `label` = probability >= {serve.threshold}; `phases` used; `n_stacks`; `members` = each member model's probability
 (their spread shows how much the fold models disagree); `warnings` about the exam (phase ordering, resampling);
 `sr_content` for an exam: what a DICOM SR of the answer refers to, by the request's UIDs.
@@ -110,6 +110,11 @@ def _selection_text(training: dict) -> str:
             f"the best validation AUC (patients) {value:.3f}.")
 
 
+def _stacks_text(training: dict) -> str:
+    fraction = training.get("central_stack_fraction", 1.0)
+    return "the box's slice stacks" if fraction >= 1 else f"the middle {fraction:.0%} of the box's slice stacks"
+
+
 def _exam_n4_text(serve: ServeParams) -> str:
     if not serve.exam_n4_shrink_factor:
         return ""
@@ -133,6 +138,7 @@ def register_model(model_dir: Path, run_id: str, training: dict, phases: list[st
               "model_name": registry.model_name, "run_id": run_id,  # named in the SR content of an answer
               "chain_fingerprint": training["chain_fingerprint"],
               "exam_n4_shrink_factor": serve.exam_n4_shrink_factor,
+              "central_stack_fraction": training.get("central_stack_fraction", 1.0),
               "limits": serve.model_dump(exclude={"threshold", "exam_n4_shrink_factor"})}
     with tempfile.TemporaryDirectory(prefix="her2pcr-card-") as tmp:  # model_dir is train's output: not written
         card_path = Path(tmp) / "model_card.md"

@@ -9,11 +9,11 @@ One request row is either
 The rows of one request use one mode: the signature's box columns are integers, and a
 tensors row in an exam batch would give them missing values.
 
-Each answer row holds the pCR probability (mean over the box's slice stacks and, for an
-ensemble, over its member models), the label at the version's threshold, the phases used,
-the number of stacks, each member's probability, quality warnings and, for an exam, ``sr_content``: what a DICOM
-SR of the answer refers to (``her2pcr.serving.references``), keyed by the request's UIDs, with the model's name
-and training run, never a patient or study attribute. Bad input raises an
+Each answer row holds the pCR probability (mean over the middle of the box's slice stacks, the training's
+``central_stack_fraction``, and, for an ensemble, over its member models), the label at the version's threshold,
+the phases used, the number of stacks, each member's probability, quality warnings and, for an exam,
+``sr_content``: what a DICOM SR of the answer refers to (``her2pcr.serving.references``), keyed by the request's
+UIDs, with the model's name and training run, never a patient or study attribute. Bad input raises an
 MlflowException with INVALID_PARAMETER_VALUE, which the scoring server answers with a 400
 and the message.
 """
@@ -97,6 +97,7 @@ class PcrModel(mlflow.pyfunc.PythonModel):
         self.members = ensemble_members(self.model)
         self.phases = model_phases(self.model)
         self.threshold = float(config["threshold"])
+        self.stack_fraction = float(config.get("central_stack_fraction", 1.0))  # older versions: every stack
         # which registered version answers: the client names it in the SR (older versions lack the config keys)
         self.model_identity = {"name": config.get("model_name"), "run_id": config.get("run_id"),
                                "model_id": _logged_model_id(Path(context.artifacts["keras_model"]))}
@@ -131,6 +132,7 @@ class PcrModel(mlflow.pyfunc.PythonModel):
 
     def _predict_row(self, row: dict) -> dict:
         from her2pcr.models.cnn import predict_probability
+        from her2pcr.training.data import central_slice
 
         has_exam, has_tensors = _present(row.get(EXAM_FIELD)), _present(row.get(TENSORS_FIELD))
         if has_exam == has_tensors:
@@ -144,11 +146,14 @@ class PcrModel(mlflow.pyfunc.PythonModel):
             data = decode_base64(row[TENSORS_FIELD], TENSORS_FIELD, self.limits.max_payload_mb)
             cfg = self.chain.config
             inputs = read_tensors(data, self.phases, cfg.input_size, cfg.channels)
+        n_stacks = len(next(iter(inputs.values())))
+        middle = central_slice(n_stacks, self.stack_fraction)
+        inputs = {p: x[middle] for p, x in inputs.items()}
         with self._lock:  # an ensemble is the mean of its members: one pass over them gives both
             members = [float(np.mean(predict_probability(m, inputs))) for m in self.members]
         probability = float(np.mean(members))
         return {"probability": probability, "label": int(probability >= self.threshold),
-                "phases": ",".join(self.phases), "n_stacks": int(len(next(iter(inputs.values())))),
+                "phases": ",".join(self.phases), "n_stacks": int(n_stacks),
                 "input": "exam" if has_exam else "tensors", "members": json.dumps(members),
                 "warnings": json.dumps(warnings),
                 "sr_content": None if references is None else json.dumps(

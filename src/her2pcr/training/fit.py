@@ -159,7 +159,8 @@ def fit_stacks(params: TrainParams, train: StackSet, validation: StackSet | None
     steps = int(np.ceil(len(train) / params.batch_size))
     trainable.compile(optimizer=make_optimizer(params, steps), loss="binary_crossentropy",
                       metrics=[keras.metrics.AUC(name="stack_auc")])
-    snapshots = EpochSnapshots(model, validation, on_epoch)
+    scored = None if validation is None else validation.central(params.central_stack_fraction)
+    snapshots = EpochSnapshots(model, scored, on_epoch)
     callbacks = [snapshots, *(extra_callbacks or [])]
     data = training_input(train, config.output_units, params.batch_size, params.seed + seed_offset)
     if isinstance(data, tuple):

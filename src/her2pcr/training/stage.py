@@ -74,7 +74,7 @@ def train(params: TrainParams, tracking: TrackingParams) -> dict:
         mlflow.log_metrics({"best_val_patient_auc": result.best_val_patient_auc, "best_epoch": result.best_epoch,
                             "n_train_stacks": result.n_train_stacks})
         save_fit(result, params.model_dir, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
-                                            **tags})
+                                            "central_stack_fraction": params.central_stack_fraction, **tags})
         mlflow.log_artifact(str(curves_figure(result, params.model_dir / "training_curves.png")), "figures")
         mlflow.log_artifact(str(params.model_dir / "history.csv"), "training")
     summary = {"run_id": run.info.run_id, "best_epoch": result.best_epoch,

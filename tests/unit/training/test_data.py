@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from her2pcr.training.data import load_stacks, patient_probabilities, patients_of, spread_slice_indices
+from her2pcr.training.data import (
+    StackSet,
+    central_slice,
+    load_stacks,
+    patient_probabilities,
+    patients_of,
+    spread_slice_indices,
+)
 
 
 def test_training_stacks_spread_over_the_whole_voi():
@@ -14,6 +21,20 @@ def test_training_stacks_spread_over_the_whole_voi():
 def test_patient_probability_is_the_mean_over_its_stacks():
     result = patient_probabilities(np.array([0.2, 0.4, 0.9]), np.array(["a", "a", "b"]))
     assert result.to_dict() == pytest.approx({"a": 0.3, "b": 0.9})
+
+
+def test_the_central_stacks_are_the_middle_fraction_in_slice_order():
+    assert central_slice(10, 0.5) == slice(2, 7)
+    assert central_slice(9, 0.5) == slice(2, 6)  # 4 of 9 (round half to even): one off centre at most
+    assert central_slice(1, 0.5) == slice(0, 1) and central_slice(3, 0.1) == slice(1, 2)  # never empty
+    assert central_slice(7, 1.0) == slice(0, 7)
+    # patients interleaved on purpose: each keeps its own middle stacks, in their order
+    ids = np.array(["a", "b", "a", "a", "b", "a", "b", "b"])
+    stacks = StackSet({"pre": np.arange(8, dtype=np.float32).reshape(8, 1, 1, 1)}, (ids == "a").astype(int), ids)
+    middle = stacks.central(0.5)
+    assert middle.inputs["pre"].ravel().tolist() == [2, 3, 4, 6]  # a: rows 0 2 3 5 -> 2 3; b: 1 4 6 7 -> 4 6
+    assert middle.patient_ids.tolist() == ["a", "a", "b", "b"] and middle.labels.tolist() == [1, 1, 0, 0]
+    assert stacks.central(1.0) is stacks
 
 
 def test_load_stacks_and_phase_requirements(tmp_path):

@@ -76,9 +76,12 @@ def test_holdout_returns_the_selected_epochs_weights_which_reproduce_the_reporte
     from her2pcr.training.fit import fit_holdout, patient_auc
 
     train, validation = separable_stacks(seed=1), separable_stacks(seed=2)
-    result = fit_holdout(small_params(), train, validation)
+    params = small_params()
+    result = fit_holdout(params, train, validation)
     assert result.best_val_patient_auc == result.history["val_patient_auc"].iloc[result.best_epoch]
-    assert patient_auc(result.model, validation)[0] == pytest.approx(result.best_val_patient_auc)
+    scored = validation.central(params.central_stack_fraction)  # a patient's probability: its middle stacks
+    assert params.central_stack_fraction < 1 and len(scored) < len(validation)
+    assert patient_auc(result.model, scored)[0] == pytest.approx(result.best_val_patient_auc)
 
 
 def test_cv_ensemble_members_reproduce_their_out_of_fold_predictions():
@@ -98,7 +101,7 @@ def test_cv_ensemble_members_reproduce_their_out_of_fold_predictions():
     assert sorted(result.out_of_fold.index) == sorted(set(stacks.patient_ids))  # every patient once
     for k, (member, (_, held_out)) in enumerate(zip(members, folds, strict=True)):
         assert (result.folds.loc[held_out] == k).all()  # out_of_fold.csv's fold column names the member
-        held = stacks.subset(held_out)
+        held = stacks.subset(held_out).central(params.central_stack_fraction)
         again = patient_probabilities(predict_probability(member, held.inputs), held.patient_ids)
         np.testing.assert_allclose(again, result.out_of_fold.loc[again.index], rtol=1e-5)
     labels = stacks.patient_labels().loc[result.out_of_fold.index]
