@@ -10,9 +10,9 @@ pooled external set with DeLong 95 % CIs:
 
 - oracle: the simulator's true probability (knows receptor status and age too);
 - image ceiling: logistic regression on the six true image phenotypes, fitted on 20,000 simulated patients;
-- CNN (the train section's model and selection) and CNN + clinical (logistic on the CNN's out-of-fold logit
-  and receptor status, fitted on the training set; each fold model's logit is standardised by its own
-  held-out patients, see ``fold_standardised_logits``);
+- CNN (the train section's model, selection and central stacks) and CNN + clinical (logistic on the CNN's
+  out-of-fold logit and receptor status, fitted on the training set; each fold model's logit is standardised by
+  its own held-out patients, see ``fold_standardised_logits``);
 - image-feature reference (``synth.image_features`` + logistic), clinical (receptor status) and PK
   (the 48 PK features, L2 logistic) models, all fitted on the same training set;
 - paired DeLong of the CNN against each, CNN / image ceiling and CNN + clinical / oracle, the CNN's training
