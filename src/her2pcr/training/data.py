@@ -24,7 +24,8 @@ class StackSet:
 
     def subset(self, patient_ids) -> StackSet:
         """The stacks of the given patients (in this set's order)."""
-        return self._where(np.isin(self.patient_ids, list(patient_ids)))
+        keep = np.isin(self.patient_ids, list(patient_ids))
+        return StackSet({p: x[keep] for p, x in self.inputs.items()}, self.labels[keep], self.patient_ids[keep])
 
     def central(self, fraction: float) -> StackSet:
         """Each patient's middle ``fraction`` of stacks (``central_slice``), the ones its probability averages."""
@@ -33,9 +34,6 @@ class StackSet:
         keep = np.zeros(len(self), dtype=bool)
         for rows in pd.Series(self.patient_ids).groupby(self.patient_ids).indices.values():
             keep[rows[central_slice(len(rows), fraction)]] = True
-        return self._where(keep)
-
-    def _where(self, keep: np.ndarray) -> StackSet:
         return StackSet({p: x[keep] for p, x in self.inputs.items()}, self.labels[keep], self.patient_ids[keep])
 
     def patient_labels(self) -> pd.Series:
