@@ -270,7 +270,7 @@ def main() -> None:
         }
         print(f"\n== {n} training patients: CNN {ci(y, cnn)}  (train in-sample "
               f"{delong(train.pcr, in_sample).auc:.3f}, out-of-fold {result.best_val_patient_auc:.3f}, "
-              f"epoch {result.best_epoch}, {per_epoch:.1f} s/epoch/fold, {seconds:.0f} s in all)")
+              f"{result.weights_text()}, {per_epoch:.1f} s/epoch/fold, {seconds:.0f} s in all)")
         for name, scores in others.items():
             if scores is None:
                 continue

@@ -133,7 +133,7 @@ def train(params_file: Path = typer.Option(config.PARAMS_FILE, help="Parameters 
     summary = run_train(params.train, params.tracking)
     typer.echo(f"train: {summary['epochs']} epochs on {summary['train_stacks']} stacks in "
                f"{time.perf_counter() - start:.0f} s; best validation patient AUC "
-               f"{summary['best_val_patient_auc']:.3f} (epoch {summary['best_epoch']}); MLflow run {summary['run_id']}"
+               f"{summary['best_val_patient_auc']:.3f} ({summary['weights']}); MLflow run {summary['run_id']}"
                f" -> {params.train.model_dir}")
 
 

@@ -244,6 +244,9 @@ class TrainParams(Strict):
     selection: Literal["cv", "holdout"]
     cv_folds: int = Field(ge=2)
     min_epoch: int = Field(ge=0)  # epochs before this one are never selected (a lucky epoch 0 is noise)
+    # the returned weights: the mean of every epoch's weights from min_epoch on (stochastic weight averaging over
+    # the plateau, batch-norm statistics included) instead of the weights of the best held-out epoch
+    average_weights: bool = False
     augmentation_strength: float = Field(ge=0)
     max_stacks_per_patient: int | None = Field(default=None, ge=1)  # spread over the VOI; None = all
     # a patient's probability: the mean over the middle fraction of its stacks (1 = every stack, the study's)

@@ -102,12 +102,16 @@ def chain_text(preprocess: dict) -> str:
 def _selection_text(training: dict) -> str:
     """How the registered weights were selected, in words (cross-validated ensemble or holdout epoch)."""
     value = training.get("best_val_patient_auc", float("nan"))
-    epoch = training.get("best_epoch")
+    epoch, averaged = training.get("best_epoch"), training.get("averaged_epochs")
     if training.get("selection") == "cv":
-        return (f"an ensemble of the {training.get('cv_folds', 'k')} patient-level fold models at epoch {epoch}, the "
-                f"epoch of the best mean out-of-fold AUC; pooled out-of-fold AUC (patients) {value:.3f}.")
-    return (f"validation patients {len(training.get('validation_patients', []))}; the weights of epoch {epoch}, "
-            f"the best validation AUC (patients) {value:.3f}.")
+        weights = (f"each with the mean of its weights over epochs {averaged[0]}-{averaged[1]}" if averaged else
+                   f"at epoch {epoch}, the epoch of the best mean out-of-fold AUC")
+        return (f"an ensemble of the {training.get('cv_folds', 'k')} patient-level fold models {weights}; pooled "
+                f"out-of-fold AUC (patients) {value:.3f}.")
+    weights = (f"the mean of the weights over epochs {averaged[0]}-{averaged[1]}, whose" if averaged else
+               f"the weights of epoch {epoch}, the best")
+    return (f"validation patients {len(training.get('validation_patients', []))}; {weights} validation AUC "
+            f"(patients) {value:.3f}.")
 
 
 def _stacks_text(training: dict) -> str:

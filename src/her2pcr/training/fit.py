@@ -5,6 +5,9 @@ the epoch with the best mean out-of-fold AUC, and returns the ensemble of the fo
 mean probability). Every training patient then has an out-of-fold prediction, which is the honest estimate and
 what a CNN + clinical combination is fitted on. ``selection: holdout`` is the paper's: the validation cohorts'
 AUC per epoch; the weights of the best epoch are the ones returned (not the last epoch's).
+
+``average_weights`` replaces the choice of one epoch by the mean of every epoch's weights from ``min_epoch`` on
+(stochastic weight averaging over the plateau); the held-out predictions are then those of the averaged weights.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ class EpochSnapshots(keras.callbacks.Callback):
 class FitResult:
     model: keras.Model
     history: pd.DataFrame  # per epoch: loss, stack_auc, val_patient_auc (mean over folds under cv), seconds
-    best_epoch: int
+    best_epoch: int | None  # None when the weights are averaged over averaged_epochs
     best_val_patient_auc: float
     n_train_stacks: int
     n_validation_stacks: int
@@ -133,6 +136,18 @@ class FitResult:
     # holdout): columns pcr and probability, so two configurations can be compared patient by patient.
     held_out: pd.DataFrame | None = None
     folds: pd.Series | None = None  # cv: the fold (ensemble member, 0-based) that held each training patient out
+    averaged_epochs: tuple[int, int] | None = None  # first and last epoch whose weights were averaged
+
+    def weights_text(self) -> str:
+        if self.averaged_epochs is None:
+            return f"epoch {self.best_epoch}"
+        return "epochs {}-{} averaged".format(*self.averaged_epochs)
+
+    def weights_metrics(self) -> dict[str, int]:
+        """The returned weights' epoch, or the first and last epoch averaged (MLflow metrics)."""
+        if self.averaged_epochs is None:
+            return {"best_epoch": self.best_epoch}
+        return dict(zip(("averaged_from_epoch", "averaged_to_epoch"), self.averaged_epochs, strict=True))
 
 
 def seed_everything(params: TrainParams) -> None:
@@ -180,6 +195,31 @@ def best_epoch(scores: pd.Series, min_epoch: int = 0) -> int:
     return int(eligible.idxmax()) if len(eligible) else int(scores.fillna(-1).idxmax())
 
 
+def averaged_weights(weights: list[list[np.ndarray]], first: int) -> list[np.ndarray]:
+    """The element-wise mean of the epochs' weights from ``first`` on (stochastic weight averaging).
+
+    Batch-norm moving statistics are averaged like the rest: recomputing them on the training stacks under the
+    averaged weights scored lower on held-out institution-1 patients (5 draws of 85, bench/learn.py data).
+    """
+    kept = weights[min(first, len(weights) - 1):]
+    return [np.mean([w[i] for w in kept], axis=0).astype(kept[0][i].dtype) for i in range(len(kept[0]))]
+
+
+def settle_weights(params: TrainParams, models: list[keras.Model], snapshots: list[EpochSnapshots],
+                   scores: pd.Series) -> tuple[int | None, tuple[int, int] | None]:
+    """Give every model the weights it is returned with: the best epoch's by ``scores`` (from min_epoch on) or,
+    with ``average_weights``, the mean over epochs min_epoch..last. Returns (chosen epoch, averaged epochs)."""
+    if params.average_weights:
+        last = len(snapshots[0].weights) - 1
+        for model, snap in zip(models, snapshots, strict=True):
+            model.set_weights(averaged_weights(snap.weights, params.min_epoch))
+        return None, (min(params.min_epoch, last), last)
+    chosen = best_epoch(scores, params.min_epoch)
+    for model, snap in zip(models, snapshots, strict=True):
+        model.set_weights(snap.weights[chosen])
+    return chosen, None
+
+
 def cv_folds(labels: pd.Series, n_folds: int, seed: int) -> list[tuple[list[str], list[str]]]:
     """Patient-level stratified folds: (train ids, held-out ids) per fold."""
     from sklearn.model_selection import StratifiedKFold
@@ -195,7 +235,8 @@ def cv_folds(labels: pd.Series, n_folds: int, seed: int) -> list[tuple[list[str]
 
 def fit_cv_ensemble(params: TrainParams, train: StackSet, on_epoch=None,
                     extra_callbacks: list | None = None) -> FitResult:
-    """One model per fold, the epoch of the best mean out-of-fold AUC, the fold models' ensemble at that epoch."""
+    """One model per fold, each with the weights of the best mean out-of-fold epoch (or its averaged weights);
+    their ensemble."""
     folds = cv_folds(train.patient_labels(), params.cv_folds, params.seed)
     models, histories, snapshots = [], [], []
     for k, (fit_ids, held_ids) in enumerate(folds):
@@ -207,12 +248,14 @@ def fit_cv_ensemble(params: TrainParams, train: StackSet, on_epoch=None,
         histories.append(history)
         snapshots.append(snap)
     mean_auc = pd.concat([h["val_patient_auc"] for h in histories], axis=1).mean(axis=1)
-    chosen = best_epoch(mean_auc, params.min_epoch)
-    for model, snap in zip(models, snapshots, strict=True):
-        model.set_weights(snap.weights[chosen])
-    out_of_fold = pd.concat([snap.predictions[chosen] for snap in snapshots]).sort_index()
-    folds_of = pd.concat([pd.Series(k, index=snap.predictions[chosen].index)
-                          for k, snap in enumerate(snapshots)]).sort_index()
+    chosen, averaged = settle_weights(params, models, snapshots, mean_auc)
+    if averaged is None:
+        predictions = [snap.predictions[chosen] for snap in snapshots]
+    else:
+        predictions = [patient_auc(model, train.subset(held_ids).central(params.central_stack_fraction))[1]
+                       for model, (_, held_ids) in zip(models, folds, strict=True)]
+    out_of_fold = pd.concat(predictions).sort_index()
+    folds_of = pd.concat([pd.Series(k, index=p.index) for k, p in enumerate(predictions)]).sort_index()
     labels = train.patient_labels().loc[out_of_fold.index]
     pooled = auc(labels.to_numpy(), out_of_fold.to_numpy())
     history = pd.concat(histories).groupby(level=0).mean()
@@ -223,11 +266,12 @@ def fit_cv_ensemble(params: TrainParams, train: StackSet, on_epoch=None,
         for callback in extra_callbacks or []:
             callback.on_epoch_end(int(epoch), {k: float(v) for k, v in history.loc[epoch].items()})
     ensemble = build_ensemble(models)
-    log.info("cv: epoch %d selected (mean fold AUC %.3f, pooled out-of-fold AUC %.3f)", chosen,
-             mean_auc[chosen], pooled)
     ids = sorted(set(train.patient_ids))
-    return FitResult(ensemble, history, chosen, float(pooled), len(train), len(train), ids, ids, [], "cv",
-                     out_of_fold, histories, pd.DataFrame({"pcr": labels, "probability": out_of_fold}), folds_of)
+    result = FitResult(ensemble, history, chosen, float(pooled), len(train), len(train), ids, ids, [], "cv",
+                       out_of_fold, histories, pd.DataFrame({"pcr": labels, "probability": out_of_fold}), folds_of,
+                       averaged)
+    log.info("cv: weights of %s (pooled out-of-fold AUC %.3f)", result.weights_text(), pooled)
+    return result
 
 
 def fit(params: TrainParams, on_epoch=None, extra_callbacks: list | None = None,
@@ -265,18 +309,20 @@ def fit(params: TrainParams, on_epoch=None, extra_callbacks: list | None = None,
 
 def fit_holdout(params: TrainParams, train: StackSet, validation: StackSet, on_epoch=None,
                 extra_callbacks: list | None = None, skipped: list[str] | None = None) -> FitResult:
-    """Select the epoch on the validation stacks and return the model with that epoch's weights."""
+    """Select the epoch on the validation stacks (or average the epochs' weights); return the model with them."""
     model, frame, snapshots = fit_stacks(params, train, validation, on_epoch, extra_callbacks)
-    chosen = best_epoch(frame["val_patient_auc"], params.min_epoch)
-    model.set_weights(snapshots.weights[chosen])
-    held_out = None
+    chosen, averaged = settle_weights(params, [model], [snapshots], frame["val_patient_auc"])
+    held_out, value = None, float("nan")
     if snapshots.predictions:
-        predictions = snapshots.predictions[chosen]
+        if averaged is None:
+            value, predictions = float(frame["val_patient_auc"].iloc[chosen]), snapshots.predictions[chosen]
+        else:
+            value, predictions = patient_auc(model, validation.central(params.central_stack_fraction))
         held_out = pd.DataFrame({"pcr": validation.patient_labels().loc[predictions.index],
                                  "probability": predictions})
-    return FitResult(model, frame, chosen, float(frame["val_patient_auc"].iloc[chosen]), len(train),
-                     len(validation), sorted(set(train.patient_ids)), sorted(set(validation.patient_ids)),
-                     skipped or [], "holdout", held_out=held_out)
+    return FitResult(model, frame, chosen, value, len(train), len(validation), sorted(set(train.patient_ids)),
+                     sorted(set(validation.patient_ids)), skipped or [], "holdout", held_out=held_out,
+                     averaged_epochs=averaged)
 
 
 def save_fit(result: FitResult, model_dir: Path, extra: dict) -> None:
@@ -289,7 +335,7 @@ def save_fit(result: FitResult, model_dir: Path, extra: dict) -> None:
         frame.to_csv(model_dir / "out_of_fold.csv")
     (model_dir / "training.json").write_text(json.dumps({
         "selection": result.selection, "cv_folds": len(result.fold_histories) or None,
-        "best_epoch": result.best_epoch,
+        "best_epoch": result.best_epoch, "averaged_epochs": result.averaged_epochs,
         "best_val_patient_auc": result.best_val_patient_auc,
         "n_train_stacks": result.n_train_stacks, "n_validation_stacks": result.n_validation_stacks,
         "train_patients": result.train_patients, "validation_patients": result.validation_patients,

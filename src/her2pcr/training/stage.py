@@ -36,7 +36,11 @@ def curves_figure(result: FitResult, path: Path) -> Path:
         axes[1].plot(fold.index, fold["val_patient_auc"], color="0.75", lw=1, label="folds" if k == 0 else None)
     label = "mean out-of-fold AUC (patients)" if result.selection == "cv" else "validation AUC (patients)"
     axes[1].plot(history.index, history["val_patient_auc"], marker="o", label=label)
-    axes[1].axvline(result.best_epoch, color="k", ls=":", label=f"selected epoch {result.best_epoch}")
+    if result.averaged_epochs is None:
+        axes[1].axvline(result.best_epoch, color="k", ls=":", label=f"selected epoch {result.best_epoch}")
+    else:
+        first, last = result.averaged_epochs
+        axes[1].axvspan(first - 0.5, last + 0.5, color="0.9", label=f"weights averaged, epochs {first}-{last}")
     axes[1].set_ylim(0, 1)
     axes[1].set_xlabel("epoch")
     axes[1].legend()
@@ -71,13 +75,13 @@ def train(params: TrainParams, tracking: TrackingParams) -> dict:
             mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
 
         result = fit(params, extra_callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=log_epoch)])
-        mlflow.log_metrics({"best_val_patient_auc": result.best_val_patient_auc, "best_epoch": result.best_epoch,
-                            "n_train_stacks": result.n_train_stacks})
+        mlflow.log_metrics({"best_val_patient_auc": result.best_val_patient_auc,
+                            "n_train_stacks": result.n_train_stacks, **result.weights_metrics()})
         save_fit(result, params.model_dir, {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                                             "central_stack_fraction": params.central_stack_fraction, **tags})
         mlflow.log_artifact(str(curves_figure(result, params.model_dir / "training_curves.png")), "figures")
         mlflow.log_artifact(str(params.model_dir / "history.csv"), "training")
-    summary = {"run_id": run.info.run_id, "best_epoch": result.best_epoch,
+    summary = {"run_id": run.info.run_id, "best_epoch": result.best_epoch, "weights": result.weights_text(),
                "best_val_patient_auc": result.best_val_patient_auc, "train_stacks": result.n_train_stacks,
                "epochs": len(result.history)}
     (params.model_dir / "run.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

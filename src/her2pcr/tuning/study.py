@@ -168,8 +168,9 @@ def _run_trial(trial: optuna.Trial, params: TrainParams, tune: TuneParams, mlflo
     """The trial's objective: the same selection ``train`` makes, so the search optimises what is registered.
 
     cv: patient-level folds inside the training cohorts (the validation cohort D2 stays untouched for the
-    report), the best mean out-of-fold epoch, its pooled out-of-fold AUC. holdout: the validation cohorts' AUC
-    of the best epoch, reported per epoch so the pruner can stop hopeless trials.
+    report), the pooled out-of-fold AUC of the returned weights (the best mean out-of-fold epoch's, or the epochs'
+    average). holdout: the validation cohorts' AUC of the returned weights, reported per epoch so the pruner can
+    stop hopeless trials.
     """
     if tune.objective == "cv":
         result = fit(params.model_copy(update={"selection": "cv", "cv_folds": tune.cv_folds}))
@@ -185,7 +186,7 @@ def _run_trial(trial: optuna.Trial, params: TrainParams, tune: TuneParams, mlflo
 
         result = fit(params.model_copy(update={"selection": "holdout"}), on_epoch=report)
     value = result.best_val_patient_auc
-    mlflow.log_metric("best_epoch", result.best_epoch)
+    mlflow.log_metrics(result.weights_metrics())
     if math.isnan(value):
         raise ValueError("validation AUC undefined (one class only)")
     if result.held_out is not None:

@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 import pytest
 
 from her2pcr.config import load_params
@@ -53,8 +54,6 @@ def test_paper_profile_builds_supplementary_table_3_exactly():
 
 def separable_stacks(n_patients: int = 16, stacks: int = 2, size: int = 16, seed: int = 0):
     """Patients whose pCR shows as a brighter centre in every stack (learnable in a few epochs)."""
-    import numpy as np
-
     from her2pcr.training.data import StackSet
 
     rng = np.random.default_rng(seed)
@@ -72,28 +71,44 @@ def small_params(**updates):
                                     "augmentation_strength": 0.0, **updates})
 
 
-def test_holdout_returns_the_selected_epochs_weights_which_reproduce_the_reported_auc():
+def test_averaged_weights_are_the_elementwise_mean_from_the_first_epoch_kept_in_their_dtype():
+    from her2pcr.training.fit import averaged_weights
+
+    epochs = [[np.full((2, 2), float(e), "float32"), np.array([e], "int64")] for e in range(5)]
+    kernel, counter = averaged_weights(epochs, first=2)
+    np.testing.assert_array_equal(kernel, np.full((2, 2), 3.0))  # mean of epochs 2, 3, 4
+    assert kernel.dtype == np.float32 and counter.dtype == np.int64
+    np.testing.assert_array_equal(averaged_weights(epochs, first=9)[0], epochs[-1][0])  # past the end: the last
+
+
+@pytest.mark.parametrize("average", [False, True])
+def test_holdout_returns_the_weights_which_reproduce_the_reported_auc(average):
     from her2pcr.training.fit import fit_holdout, patient_auc
 
     train, validation = separable_stacks(seed=1), separable_stacks(seed=2)
-    params = small_params()
+    params = small_params(average_weights=average, min_epoch=1)
     result = fit_holdout(params, train, validation)
-    assert result.best_val_patient_auc == result.history["val_patient_auc"].iloc[result.best_epoch]
+    if average:
+        assert result.best_epoch is None and result.averaged_epochs == (1, params.epochs - 1)
+    else:
+        assert result.averaged_epochs is None
+        assert result.best_val_patient_auc == result.history["val_patient_auc"].iloc[result.best_epoch]
     scored = validation.central(params.central_stack_fraction)  # a patient's probability: its middle stacks
     assert params.central_stack_fraction < 1 and len(scored) < len(validation)
-    assert patient_auc(result.model, scored)[0] == pytest.approx(result.best_val_patient_auc)
+    value, probabilities = patient_auc(result.model, scored)
+    assert value == pytest.approx(result.best_val_patient_auc)
+    np.testing.assert_allclose(probabilities, result.held_out.probability.loc[probabilities.index], rtol=1e-5)
 
 
-def test_cv_ensemble_members_reproduce_their_out_of_fold_predictions():
-    import numpy as np
-
+@pytest.mark.parametrize("average", [False, True])
+def test_cv_ensemble_members_reproduce_their_out_of_fold_predictions(average):
     from her2pcr.models.cnn import ensemble_members, predict_probability
     from her2pcr.stats.roc import auc
     from her2pcr.training.data import patient_probabilities
     from her2pcr.training.fit import cv_folds, fit_cv_ensemble
 
     stacks = separable_stacks(n_patients=12)
-    params = small_params()
+    params = small_params(average_weights=average)
     result = fit_cv_ensemble(params, stacks)
     members = ensemble_members(result.model)
     folds = cv_folds(stacks.patient_labels(), params.cv_folds, params.seed)
@@ -107,7 +122,10 @@ def test_cv_ensemble_members_reproduce_their_out_of_fold_predictions():
     labels = stacks.patient_labels().loc[result.out_of_fold.index]
     assert result.best_val_patient_auc == pytest.approx(auc(labels, result.out_of_fold))
     mean = result.history["val_patient_auc"]
-    assert result.best_epoch == int(mean.fillna(-1).idxmax())
+    if average:
+        assert result.best_epoch is None and result.averaged_epochs == (0, params.epochs - 1)
+    else:
+        assert result.best_epoch == int(mean.fillna(-1).idxmax()) and result.averaged_epochs is None
     ensemble = patient_probabilities(predict_probability(result.model, stacks.inputs), stacks.patient_ids)
     members_mean = np.mean([patient_probabilities(predict_probability(m, stacks.inputs), stacks.patient_ids)
                             for m in members], axis=0)
