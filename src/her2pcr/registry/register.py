@@ -108,7 +108,7 @@ def _selection_text(training: dict) -> str:
                    f"at epoch {epoch}, the epoch of the best mean out-of-fold AUC")
         return (f"an ensemble of the {training.get('cv_folds', 'k')} patient-level fold models {weights}; pooled "
                 f"out-of-fold AUC (patients) {value:.3f}.")
-    weights = (f"the mean of the weights over epochs {averaged[0]}-{averaged[1]}, whose" if averaged else
+    weights = (f"the mean of the weights over epochs {averaged[0]}-{averaged[1]}," if averaged else
                f"the weights of epoch {epoch}, the best")
     return (f"validation patients {len(training.get('validation_patients', []))}; {weights} validation AUC "
             f"(patients) {value:.3f}.")
