@@ -45,7 +45,7 @@ def subgroup_section(predictions: pd.DataFrame, external: list[str], params: Rep
     gate = validation.gate
     text = (f"CNN on {' + '.join(external)} pooled (n = {len(frame)}): TPR and FPR at {validation.threshold:g}, AUC "
             f"with DeLong 95 % CI. The equalized-odds disparity of a variable is the range of TPR plus the range of "
-            f"FPR over its subgroups of at least {gate.min_subgroup_n} patients with both classes (bootstrap 95 % "
+            f"FPR over its subgroups of at least {gate.min_subgroup_n} patients of each class (bootstrap 95 % "
             f"CI); the gate allows at most {gate.max_equalized_odds_disparity:g} on each cohort (see its "
             f"validation report).")
     body = _section("Subgroups and fairness", text, pd.DataFrame(subgroup_rows(variables)))

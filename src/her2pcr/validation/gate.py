@@ -97,7 +97,7 @@ def _fairness(subgroups: tuple[SubgroupEvidence, ...], gate: GateParams) -> Chec
     unjudged += [f"{s.variable} (fewer than two judged subgroups)" for s in subgroups
                  if s.disparity is None and not s.not_judged]
     if unjudged:
-        text += (f", not judged (fewer than min_subgroup_n {gate.min_subgroup_n} patients or one class): "
+        text += (f", not judged (fewer than min_subgroup_n {gate.min_subgroup_n} patients of a class): "
                  f"{', '.join(unjudged)}")
     return _check("fairness", not over, text)
 

@@ -46,11 +46,24 @@ def test_small_or_one_class_groups_are_listed_not_judged():
     result = variable_fairness(frame, "group", 0.5, min_n=10, n_bootstrap=200, seed=0)
     assert sorted(result.too_small) == ["missing", "tiny"]
     tiny = next(g for g in result.groups if g.group == "tiny")
-    assert not tiny.judged and "n 2 < 10" in tiny.note and tiny.auc is None  # fewer than 2 per class: no AUC
+    assert not tiny.judged and "1 pCR and 1 non-pCR: fewer than 10 in a class" in tiny.note
+    assert tiny.auc is None  # fewer than 2 per class: no AUC
     missing = next(g for g in result.groups if g.group == "missing")
     assert np.isnan(missing.tpr) and missing.fpr == 0.0
     assert result.disparity == pytest.approx(0.2 + 0.1)  # the judged groups only
     assert sum(g.n for g in result.groups) == len(frame)  # nobody dropped
+
+
+def test_a_large_group_with_few_patients_of_one_class_is_not_judged():
+    # 40 patients, 3 of them pCR: its TPR moves in steps of 1/3, which alone could exceed the gate's limit
+    frame = constructed({"a": 0.8, "b": 0.8}, {"a": 0.2, "b": 0.2})
+    few = pd.DataFrame([{"group": "few", "pcr": int(k < 3), "probability": 0.9 if k == 0 else 0.1}
+                        for k in range(40)])
+    result = variable_fairness(pd.concat([frame, few]), "group", 0.5, min_n=10, n_bootstrap=100, seed=0)
+    group = next(g for g in result.groups if g.group == "few")
+    assert not group.judged and group.note == "3 pCR and 37 non-pCR: fewer than 10 in a class"
+    assert group.tpr == pytest.approx(1 / 3) and result.too_small == ["few"]
+    assert result.disparity == pytest.approx(0.0)  # the judged groups a and b only
 
 
 def test_a_variable_with_fewer_than_two_judged_groups_has_no_disparity():

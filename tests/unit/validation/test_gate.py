@@ -83,7 +83,7 @@ def test_fairness_fails_over_the_maximum_disparity_and_names_what_it_could_not_j
     check = decide(at_limit, GATE).to_dict()["checks"]["fairness"]
     assert check["passed"]  # inclusive, like every threshold
     assert "hormone_receptor 0.6, age 0.2 <= max_equalized_odds_disparity 0.6" in check["reason"]
-    assert "not judged (fewer than min_subgroup_n 10 patients or one class): age <45, site inst3/inst4" in \
+    assert "not judged (fewer than min_subgroup_n 10 patients of a class): age <45, site inst3/inst4" in \
         check["reason"]
     over = replace(at_limit, subgroups=(SubgroupEvidence("hormone_receptor", 0.61), SubgroupEvidence("age", 0.2)))
     decision = decide(over, GATE)
