@@ -135,7 +135,8 @@ def render_html(results: dict, roc: bytes | None = None) -> str:
     forest = forest_png(results["fairness"], f"{cohort}: subgroup AUCs")
     parts += [
         "<h2>Subgroups and fairness</h2><p>TPR and FPR at the threshold; the equalized-odds disparity of a variable is "
-        "the range of TPR plus the range of FPR over its judged subgroups (enough patients, both classes).</p>",
+        "the range of TPR plus the range of FPR over its judged subgroups (enough patients of each class; the note "
+        "says why a subgroup is not judged).</p>",
         _table(subgroup_rows(results["fairness"]), "no subgroup"),
         *([_png(forest, "forest plot of subgroup AUCs")] if forest is not None else []),
     ]
