@@ -404,7 +404,7 @@ class GateParams(Strict):
     max_significant_correlations: int = Field(ge=0)  # acquisition parameters with BH-adjusted p < alpha
     max_outside_fraction: float = Field(ge=0, le=1)  # patients outside the model-input expectations (protocol: warn)
     # equalized-odds disparity (TPR range + FPR range over a variable's subgroups, 0-2), on subgroups of at least
-    # min_subgroup_n patients with both classes; smaller ones are listed as not judged
+    # min_subgroup_n patients of each class; the others are listed as not judged
     max_equalized_odds_disparity: float = Field(ge=0, le=2)
     min_subgroup_n: int = Field(ge=1)
 
