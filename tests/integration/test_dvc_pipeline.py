@@ -173,6 +173,8 @@ def test_metrics_and_plots_are_declared_for_dvc(workspace):
     combined = metrics["cnn_clinical"]  # fitted on D1's out-of-fold scores, or the reason it could not be
     assert combined["fitted_on"] == "D1 (out-of-fold)"
     assert combined.get("cnn_term") == "cnn_score" or combined["not_fitted"]
+    # the report marks its AUC on the cohort it was fitted on, and only there, as a training-set figure
+    assert metrics["fitted_on"].get("cnn_clinical", ["D1"]) == ["D1"]
     # `dvc metrics show`: the small summary (AUC [CI] per cohort and model) and each cohort's gate
     shown = json.loads(run_command(["dvc", "metrics", "show", "--json"], workspace).stdout)
     files = next(iter(shown.values()))["data"]

@@ -90,7 +90,12 @@ class CombinedModel:
 
     @property
     def notes(self) -> list[str]:
-        return self.fit.notes
+        """The fit's notes, and a warning when the CNN gets no positive weight: the model then ranks against it."""
+        coefficient = float(self.coefficients.set_index("term").coef[self.probability_column])
+        if coefficient > 0:
+            return self.fit.notes
+        return [*self.fit.notes, f"the CNN term's coefficient is {coefficient:.2f}: where it was fitted, the CNN "
+                "score does not rank the patients by pCR, so this model weighs the CNN against its own ranking"]
 
 
 def fit_cnn_clinical(

@@ -182,15 +182,14 @@ def add_baselines(predictions: pd.DataFrame, params: EvaluateParams) -> tuple[pd
     out["cnn_clinical"] = predict_combined(combined, frame)
     externals = [c for c in params.cohorts if c not in (description["train_cohort"], description["validation_cohort"])]
     refits = []
-    for cohort in externals:  # the study's per-cohort p-values come from refitting within each testing cohort
+    for external in externals:  # the study's per-cohort p-values come from refitting within each testing cohort
         try:
-            refits += independent_association(frame, variables, cohorts=[cohort]).to_dict(orient="records")
+            refits += independent_association(frame, variables, cohorts=[external]).to_dict(orient="records")
         except ValueError as error:
-            refits.append({"cohort": cohort, "not_fitted": str(error)})
+            refits.append({"cohort": external, "not_fitted": str(error)})
     summary = {"fitted_on": fitted_on, "fitted_cohort": cohort, "cnn_term": column, "variables": variables,
-               "method": combined.method,
-               "notes": combined.notes, "coefficients": combined.coefficients.to_dict(orient="records"),
-               "within_cohort_refits": refits}
+               "method": combined.method, "notes": combined.notes,
+               "coefficients": combined.coefficients.to_dict(orient="records"), "within_cohort_refits": refits}
     return out, summary
 
 

@@ -5,9 +5,9 @@ AUC with a DeLong CI (when both classes have at least two patients) and its TPR 
 threshold. The equalized-odds disparity of the variable is the range of TPR plus the range of FPR over the groups
 that can be judged: at least ``min_n`` patients of each class, since a TPR is a proportion of the group's pCR
 patients and an FPR one of its other patients. Other groups are listed, never folded into a pass. Why per class:
-a perfectly fair model (TPR 0.6 and FPR 0.2 in every group) exceeds a limit of 0.6 by chance in about 30 % of
-cohorts whose two age groups hold 3 pCR patients each (as a 29-patient external cohort's do), and in about 7 % with
-10 patients per class and group (seeded simulations). The CI is a percentile bootstrap that resamples patients
+a perfectly fair model (TPR 0.6 and FPR 0.2 in every group) exceeds a limit of 0.6 by chance in 29 % of cohorts
+whose two age groups hold 3 pCR patients each (as a 29-patient external cohort's do), and in 5 % with 10 patients
+per class and group (``bench/fairness.py``). The CI is a percentile bootstrap that resamples patients
 within each group and class, so every judged group keeps both classes in every resample. A range is never
 negative, so in small groups both the estimate and its resamples sit above a true disparity of zero.
 """

@@ -49,6 +49,14 @@ def test_without_clinical_variables_the_cnn_score_stands_alone():
     assert model.clinical_variables == [] and list(model.coefficients.term) == ["const", "cnn_probability"]
 
 
+def test_a_cnn_term_without_positive_weight_is_warned_about():
+    train = cohort(150, seed=5)
+    train["cnn_probability"] = 1 - train.cnn_probability  # a CNN that ranks its training patients upside down
+    model = fit_cnn_clinical(train, ["er"])
+    assert model.coefficients.set_index("term").coef["cnn_probability"] < 0
+    assert any("does not rank the patients by pCR" in note for note in model.notes)
+
+
 def test_separation_uses_firth_or_raises():
     train = cohort(40, seed=4)
     train["pcr"] = (train.cnn_probability > 0.5).astype(int)  # an over-confident CNN separates D2
