@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 from sklearn.metrics import roc_curve
 
 # Resamples ranked at once by ``bootstrap_auc_ci``: a fixed number, so results never depend on memory size.
@@ -194,6 +194,27 @@ def delong_paired(y_true, scores_a, scores_b) -> PairedResult:
     return PairedResult(
         auc_a=float(aucs[0]), auc_b=float(aucs[1]), difference=difference, se=se, z=z, p_value=_two_sided_p(z)
     )
+
+
+def hanley_mcneil_se(auc_value: float, n_positive: int, n_negative: int) -> float:
+    """The AUC's standard error expected at ``auc_value`` with these class counts (Hanley & McNeil 1982,
+    Radiology 143:29-36; its exponential approximation of Q1 and Q2). Hand-written: a closed form of three
+    lines that no maintained package exposes."""
+    a = auc_value
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    variance = (a * (1.0 - a) + (n_positive - 1) * (q1 - a * a) + (n_negative - 1) * (q2 - a * a)) \
+        / (n_positive * n_negative)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
+def auc_for_ci_low(ci_low: float, n_positive: int, n_negative: int, level: float = 0.95) -> float:
+    """The AUC whose CI's lower bound (AUC - z * Hanley-McNeil SE) equals ``ci_low`` at these class counts:
+    how high a cohort of this size needs the AUC to be before it can show a lower bound of ``ci_low``."""
+    if n_positive < 1 or n_negative < 1 or not 0.0 <= ci_low < 1.0:
+        raise ValueError(f"needs both classes and 0 <= ci_low < 1, got {n_positive}, {n_negative}, {ci_low}")
+    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    return float(optimize.brentq(lambda a: a - z * hanley_mcneil_se(a, n_positive, n_negative) - ci_low,
+                                 ci_low, 1.0))
 
 
 # --- bootstrap ----------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ next to the checks, and never change whether it passes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from her2pcr.config import GateParams
 from her2pcr.registry.tags import FAIL, PASS
+from her2pcr.stats.roc import auc_for_ci_low
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,17 @@ def _at_least(name: str, value: float | None, threshold: float, key: str) -> Che
     return _check(name, passed, f"{value:.4g} {'>=' if passed else '<'} {key} {threshold:.4g}")
 
 
+def _ci_low(e: GateEvidence, gate: GateParams) -> Check:
+    """The CI's lower bound; a failure also says how high the AUC must be for a cohort of this size to pass."""
+    check = _at_least("auc_ci_low", e.auc_ci_low, gate.min_auc_ci_low, "min_auc_ci_low")
+    n_negative = e.n - e.n_positive
+    if check.passed or e.auc_ci_low is None or gate.min_auc_ci_low >= 1:
+        return check
+    needed = auc_for_ci_low(gate.min_auc_ci_low, e.n_positive, n_negative)
+    return replace(check, reason=f"{check.reason} (with {e.n_positive} pCR and {n_negative} other patients, the "
+                                 f"bound reaches it from an AUC of about {needed:.2f}, Hanley-McNeil SE)")
+
+
 def _fairness(subgroups: tuple[SubgroupEvidence, ...], gate: GateParams) -> Check:
     """Every variable with two or more judged subgroups within the maximum disparity; what could not be judged is
     named in the reason (it neither passes nor fails the check)."""
@@ -113,7 +125,7 @@ def decide(evidence: GateEvidence, gate: GateParams) -> GateDecision:
         _check("classes", e.n_positive > 0 and n_negative > 0,
                f"{e.n_positive} pCR and {n_negative} non-pCR (both classes needed)"),
         _at_least("auc", e.auc, gate.min_auc, "min_auc"),
-        _at_least("auc_ci_low", e.auc_ci_low, gate.min_auc_ci_low, "min_auc_ci_low"),
+        _ci_low(e, gate),
         _check("acquisition_correlations", e.n_significant <= gate.max_significant_correlations,
                f"{e.n_significant} of {e.n_tested} parameters with BH-adjusted p < {e.alpha:g} "
                f"{'<=' if e.n_significant <= gate.max_significant_correlations else '>'} "

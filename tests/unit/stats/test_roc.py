@@ -14,9 +14,11 @@ from her2pcr.stats.roc import (
     DeLongResult,
     PairedResult,
     auc,
+    auc_for_ci_low,
     bootstrap_auc_ci,
     delong,
     delong_paired,
+    hanley_mcneil_se,
     roc_curve_points,
     summarise,
     threshold_metrics,
@@ -190,6 +192,20 @@ def test_paired_rejects_mismatched_scores():
 
 
 # --- bootstrap ----------------------------------------------------------------------------------
+
+
+def test_hanley_mcneil_se_reproduces_the_papers_example():
+    # Hanley & McNeil (1982), the CT rating study: AUC 0.893 from 51 abnormal and 58 normal images, SE 0.0325
+    assert hanley_mcneil_se(0.893, 51, 58) == pytest.approx(0.0325, abs=5e-4)
+
+
+def test_auc_for_ci_low_puts_the_bound_at_the_target_and_falls_with_the_cohorts_size():
+    needed = auc_for_ci_low(0.5, 16, 12)
+    assert needed - 1.959964 * hanley_mcneil_se(needed, 16, 12) == pytest.approx(0.5, abs=1e-6)
+    assert 0.5 < auc_for_ci_low(0.5, 500, 500) < auc_for_ci_low(0.5, 50, 50) < needed < auc_for_ci_low(0.5, 5, 5)
+    assert auc_for_ci_low(0.5, 16, 12, level=0.9) < needed
+    with pytest.raises(ValueError, match="both classes"):
+        auc_for_ci_low(0.5, 0, 12)
 
 
 def test_bootstrap_is_deterministic_and_contains_the_auc():

@@ -52,6 +52,14 @@ def test_each_threshold_crossed_fails_only_its_check(check, changes, text):
     assert len(decision.reasons) == len(CHECKS)
 
 
+def test_a_low_ci_bound_says_how_high_the_auc_must_be_at_the_cohorts_size():
+    small = decide(replace(AT_THRESHOLDS, n=28, n_positive=16, auc=0.672, auc_ci_low=0.453), GATE)
+    large = decide(replace(AT_THRESHOLDS, n=1000, n_positive=500, auc=0.53, auc_ci_low=0.49), GATE)
+    assert "with 16 pCR and 12 other patients, the bound reaches it from an AUC of about 0.70" in small.reasons[3]
+    assert "from an AUC of about 0.54" in large.reasons[3]
+    assert "Hanley-McNeil" not in decide(AT_THRESHOLDS, GATE).reasons[3]  # said only when the check fails
+
+
 def test_no_profiled_patient_counts_as_nobody_outside():
     decision = decide(replace(AT_THRESHOLDS, n_outside=0, n_profiled=0), GATE)
     assert decision.passed
