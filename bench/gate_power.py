@@ -73,11 +73,12 @@ def main() -> None:
     sites = load_sites(REPO / params.simulate.sites_file)
     ceiling = image_ceiling(params)
     rng = np.random.default_rng(params.simulate.seed + SEED_OFFSET)
+    like = f"CNN-like ({args.cnn_ratio:g} x ceiling)"
 
     def scores(frame: pd.DataFrame, noise_sd: float) -> dict[str, np.ndarray]:
         ceiling_logit = ceiling.decision_function(frame[IMAGE_PHENOTYPES].to_numpy())
         return {"oracle": frame.p_true.to_numpy(), "image ceiling": ceiling_logit,
-                f"CNN-like ({args.cnn_ratio:g} x ceiling)": ceiling_logit + noise_sd * rng.standard_normal(len(frame))}
+                like: ceiling_logit + noise_sd * rng.standard_normal(len(frame))}
 
     external_sites = [s for members in params.cohorts.external.values() for s in members]
     population = phenotype_frame([draw_patient(rng, params.simulate.truth, sites[external_sites[k % len(
@@ -116,13 +117,12 @@ def main() -> None:
                 drawn = np.array([a for a, _ in aucs[name]])
                 print(f"  pipeline's {cohort}, {name}: AUC {result.auc:.3f} [{result.ci_low:.3f}, "
                       f"{result.ci_high:.3f}], above {np.mean(drawn < result.auc):.1%} of the drawn cohorts")
-            like = f"CNN-like ({args.cnn_ratio:g} x ceiling)"
             own_pass = [passes(delong(own.pcr.to_numpy(), scores(own, noise_sd)[like]), gate)
                         for _ in range(args.cohorts)]
             print(f"  pipeline's {cohort}, {like} on its own patients ({args.cohorts} noise draws): "
                   f"gate's AUC checks pass {np.mean(own_pass):.2f}")
         if cohort in cnn_auc:
-            drawn = np.array([a for a, _ in aucs[f"CNN-like ({args.cnn_ratio:g} x ceiling)"]])
+            drawn = np.array([a for a, _ in aucs[like]])
             print(f"  pipeline's {cohort}, its CNN ({args.metrics.name}): AUC {cnn_auc[cohort]:.3f}, above "
                   f"{np.mean(drawn < cnn_auc[cohort]):.1%} of the CNN-like draws")
 
